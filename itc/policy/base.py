@@ -1,0 +1,107 @@
+"""The policy interface every backend implements and every strategy uses."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from transformers import PreTrainedTokenizerBase
+
+from itc.types import Completion
+
+
+@dataclass
+class PromptConfig:
+    """How a problem becomes a prompt for one model family (from the policy's config)."""
+
+    chat_template: bool = True
+    system_prompt: str | None = None
+    # The user turn (or the whole prompt when chat_template is false); {problem} is filled in.
+    template: str = "{problem}"
+    step_delimiter: str = "\n\n"
+
+
+@dataclass
+class SamplingConfig:
+    temperature: float = 0.8
+    top_p: float = 1.0
+    max_tokens: int = 512  # a whole solution
+    max_step_tokens: int = 128  # one step, when a strategy asks for one step
+
+
+class PromptTooLongError(ValueError):
+    """A prompt (problem plus any steps so far) does not fit the model's context."""
+
+
+class Policy(ABC):
+    """A step-by-step solution writer.
+
+    ``generate`` takes prompts made by ``format_prompt`` and returns ``n`` completions per
+    prompt. With ``one_step=True`` each completion stops at the step delimiter (which is
+    not included in its text); otherwise it runs to the end of the solution.
+    """
+
+    name: str
+    tokenizer: PreTrainedTokenizerBase
+    prompt_config: PromptConfig
+    sampling: SamplingConfig
+    max_model_len: int
+
+    @property
+    def step_delimiter(self) -> str:
+        return self.prompt_config.step_delimiter
+
+    @property
+    @abstractmethod
+    def num_parameters(self) -> int:
+        """Parameter count, for FLOP estimates (2 x parameters x tokens)."""
+
+    def format_prompt(self, problem: str, prefix_steps: Sequence[str] = ()) -> str:
+        """The prompt for ``problem``, continued after the steps written so far."""
+        pc = self.prompt_config
+        user = pc.template.format(problem=problem)
+        if pc.chat_template:
+            messages = []
+            if pc.system_prompt:
+                messages.append({"role": "system", "content": pc.system_prompt})
+            messages.append({"role": "user", "content": user})
+            prompt = self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            )
+        else:
+            prompt = user
+        return prompt + "".join(step + pc.step_delimiter for step in prefix_steps)
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def check_prompt(self, prompt: str, num_tokens: int | None = None, what: str = "") -> int:
+        """Raise PromptTooLongError unless the prompt leaves room for one new token."""
+        n = self.count_tokens(prompt) if num_tokens is None else num_tokens
+        if n >= self.max_model_len:
+            label = f" for {what}" if what else ""
+            raise PromptTooLongError(
+                f"prompt{label} is {n} tokens but policy {self.name!r} has a context of "
+                f"{self.max_model_len} tokens (policy.max_model_len); shorten the problem "
+                f"or use a model with a longer context. Prompt begins: {prompt[:120]!r}"
+            )
+        return n
+
+    @abstractmethod
+    def generate(
+        self,
+        prompts: Sequence[str],
+        n: int = 1,
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        one_step: bool = False,
+    ) -> list[list[Completion]]:
+        """``n`` completions for each prompt (temperature/max_tokens default from config)."""
+
+    def prompt_token_counts(self, prompts: Sequence[str]) -> list[int]:
+        return [self.count_tokens(p) for p in prompts]
+
+    def close(self) -> None:
+        """Release the backend's resources (engines are otherwise reused in-process)."""

@@ -1,0 +1,133 @@
+"""Policy backend on transformers ``generate`` (same interface as the vLLM backend)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from itc.policy.base import Policy, PromptConfig, SamplingConfig
+from itc.types import Completion
+
+
+def count_parameters_from_config(model_path: str) -> int:
+    """Parameter count of a checkpoint without loading its weights (meta device)."""
+    from accelerate import init_empty_weights
+
+    config = AutoConfig.from_pretrained(model_path)
+    with init_empty_weights():
+        model = AutoModelForCausalLM.from_config(config)
+    return sum(p.numel() for p in model.parameters())
+
+
+class HFPolicy(Policy):
+    def __init__(
+        self,
+        name: str,
+        model: str,
+        prompt: PromptConfig,
+        sampling: SamplingConfig,
+        *,
+        tokenizer: str | None = None,
+        dtype: str = "auto",
+        max_model_len: int = 4096,
+        seed: int = 0,
+        device: str | None = None,
+        batch_size: int = 64,
+        trust_remote_code: bool = False,
+    ) -> None:
+        self.name = name
+        self.prompt_config = prompt
+        self.sampling = sampling
+        self.max_model_len = max_model_len
+        self.batch_size = batch_size
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        self.tokenizer = AutoTokenizer.from_pretrained(
+            tokenizer or model, trust_remote_code=trust_remote_code
+        )
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token_id is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        torch_dtype = "auto" if dtype == "auto" else getattr(torch, dtype)
+        self.model = AutoModelForCausalLM.from_pretrained(
+            model, dtype=torch_dtype, trust_remote_code=trust_remote_code
+        ).to(self.device)
+        self.model.eval()
+        self.generator_seed = seed
+        torch.manual_seed(seed)
+
+    @property
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def _eos_ids(self) -> set[int]:
+        eos = self.model.generation_config.eos_token_id
+        ids = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+        ids.add(self.tokenizer.eos_token_id)
+        return ids
+
+    @torch.no_grad()
+    def generate(
+        self,
+        prompts: Sequence[str],
+        n: int = 1,
+        *,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        one_step: bool = False,
+    ) -> list[list[Completion]]:
+        temperature = self.sampling.temperature if temperature is None else temperature
+        if max_tokens is None:
+            max_tokens = self.sampling.max_step_tokens if one_step else self.sampling.max_tokens
+        lengths = [self.check_prompt(p) for p in prompts]
+        eos_ids = self._eos_ids()
+        delimiter = self.step_delimiter
+        results: list[list[Completion]] = []
+        per_call = max(1, self.batch_size // max(1, n))
+        for start in range(0, len(prompts), per_call):
+            chunk = list(prompts[start : start + per_call])
+            room = self.max_model_len - max(lengths[start : start + per_call])
+            enc = self.tokenizer(
+                chunk, return_tensors="pt", padding=True, add_special_tokens=False
+            ).to(self.device)
+            kwargs = dict(
+                max_new_tokens=max(1, min(max_tokens, room)),
+                num_return_sequences=n,
+                pad_token_id=self.tokenizer.pad_token_id,
+                eos_token_id=sorted(eos_ids),
+            )
+            if temperature > 0:
+                kwargs.update(do_sample=True, temperature=temperature, top_p=self.sampling.top_p)
+            else:
+                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            if one_step:
+                kwargs.update(stop_strings=[delimiter], tokenizer=self.tokenizer)
+            out = self.model.generate(**enc, **kwargs)
+            new = out[:, enc["input_ids"].shape[1] :].tolist()
+            for i in range(len(chunk)):
+                results.append(
+                    [self._completion(new[i * n + j], eos_ids, one_step) for j in range(n)]
+                )
+        return results
+
+    def _completion(self, ids: list[int], eos_ids: set[int], one_step: bool) -> Completion:
+        delimiter = self.step_delimiter
+        reason = "length"
+        for k, tok in enumerate(ids):
+            if tok in eos_ids:
+                ids, reason = ids[: k + 1], "eos"
+                break
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        if one_step and reason != "eos" and delimiter in text:
+            text = text[: text.index(delimiter)]
+            # keep the tokens up to and including the delimiter, as vLLM counts them
+            keep = next(
+                k
+                for k in range(1, len(ids) + 1)
+                if delimiter in self.tokenizer.decode(ids[:k], skip_special_tokens=True)
+            )
+            ids, reason = ids[:keep], "step"
+        return Completion(
+            text=text, num_tokens=len(ids), finished=reason == "eos", finish_reason=reason
+        )

@@ -1,0 +1,125 @@
+"""The run loop behind ``itc-run``: problems in batches through a strategy, results to disk."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from tqdm.auto import tqdm
+
+from itc.data import load_problems
+from itc.grading import answers_equivalent
+from itc.policy import Policy, build_policy
+from itc.results import CONFIG_FILE, METRICS_FILE, ResultsStore, summarize, write_json_atomic
+from itc.types import Problem, StrategyResult
+from strategies import build_strategy
+
+log = logging.getLogger(__name__)
+
+# The parts of the config that decide what a result means; a resumed run must match them.
+IDENTITY_KEYS = ("policy", "dataset", "strategy", "seed")
+
+
+class ConfigMismatchError(ValueError):
+    """The run folder holds results of a different configuration."""
+
+
+def _identity(cfg: DictConfig) -> dict[str, Any]:
+    c = OmegaConf.to_container(cfg, resolve=True)
+    return {k: c.get(k) for k in IDENTITY_KEYS}
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+def _check_resume(run_dir: Path, cfg: DictConfig) -> None:
+    """Record the run's identity, or check that a resumed run has the same one."""
+    path = run_dir / CONFIG_FILE
+    ident = _identity(cfg)
+    if not path.exists():
+        write_json_atomic(path, ident)
+        return
+    old, new = _flatten(json.loads(path.read_text())), _flatten(ident)
+    diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
+    if diff:
+        raise ConfigMismatchError(
+            f"{run_dir} holds results of a different configuration (differs in: "
+            f"{', '.join(diff)}); choose another hydra.run.dir or delete that folder"
+        )
+
+
+def to_record(problem: Problem, result: StrategyResult, wall_seconds: float) -> dict[str, Any]:
+    """The results.jsonl line for one problem; grades the candidates and the choice."""
+    candidates = []
+    for cand in result.candidates:
+        cand.correct = answers_equivalent(cand.answer, problem.answer)
+        candidates.append(cand.to_dict())
+    chosen_correct = result.chosen_answer is not None and answers_equivalent(
+        result.chosen_answer, problem.answer
+    )
+    return {
+        "problem_id": problem.id,
+        "level": problem.level,
+        "subject": problem.subject,
+        "problem": problem.problem,
+        "gold": problem.answer,
+        "chosen_index": result.chosen_index,
+        "chosen_answer": result.chosen_answer,
+        "correct": chosen_correct,
+        "prompt_tokens": result.prompt_tokens,
+        "completion_tokens": result.completion_tokens,
+        "wall_seconds": round(wall_seconds, 4),
+        "candidates": candidates,
+        "meta": result.meta,
+    }
+
+
+def run_experiment(cfg: DictConfig, run_dir: str | Path, policy: Policy | None = None) -> dict[str, Any]:
+    """Run (or resume) one configuration in ``run_dir``; returns the metrics written."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    problems = load_problems(cfg.dataset)
+    if not problems:
+        raise ValueError(f"dataset {cfg.dataset.name!r} selected no problems")
+    strategy = build_strategy(cfg.strategy)
+    _check_resume(run_dir, cfg)
+    store = ResultsStore(run_dir)
+    todo = [p for p in problems if p.id not in store.done_ids]
+    if store.records:
+        log.info("Resuming in %s: %d done, %d to go", run_dir, len(store.records), len(todo))
+    if todo:
+        policy = policy or build_policy(cfg.policy, seed=cfg.seed)
+        for p in todo:  # fail before any work if a prompt cannot fit
+            policy.check_prompt(policy.format_prompt(p.problem), what=f"problem {p.id!r}")
+        batch_size = int(cfg.get("batch_size", 64))
+        with tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{strategy.name} n={strategy.n}", unit="problem") as bar:
+            for start in range(0, len(todo), batch_size):
+                batch = todo[start : start + batch_size]
+                t0 = time.perf_counter()
+                results = strategy.run(batch, policy, None)
+                per_problem = (time.perf_counter() - t0) / len(batch)
+                for problem, result in zip(batch, results):
+                    store.append(to_record(problem, result, per_problem))
+                bar.update(len(batch))
+    wanted = {p.id for p in problems}
+    records = [r for r in store.records if r["problem_id"] in wanted]
+    metrics = summarize(
+        records,
+        strategy=strategy.name,
+        n=strategy.n,
+        policy=cfg.policy.name,
+        dataset=cfg.dataset.name,
+        seed=cfg.seed,
+    )
+    write_json_atomic(run_dir / METRICS_FILE, metrics)
+    return metrics

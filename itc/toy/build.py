@@ -1,0 +1,176 @@
+"""Build (train) the embedded world's tiny policy on the CPU and cache it on disk.
+
+The policy is a Qwen2-architecture causal LM (2 layers, hidden 128, two heads of size 64,
+which vLLM's CPU attention accepts), trained on reference solutions of training-split
+problems. It learns the format quickly and the arithmetic only partly, so sampled
+solutions make genuine wrong steps that test-time compute can fix.
+
+The training loop is a plain PyTorch loop rather than transformers' Trainer: it is a few
+lines, runs a fixed number of steps deterministically, and avoids Trainer's start-up cost
+inside the 5-minute build budget.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from filelock import FileLock
+from tqdm.auto import tqdm
+from transformers import PreTrainedTokenizerBase, Qwen2Config, Qwen2ForCausalLM
+
+from itc.cache import cache_dir, fingerprint
+from itc.toy import task
+from itc.toy.tokenizer import build_tokenizer
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ToyPolicySpec:
+    """Everything that determines the built policy (its hash keys the cache)."""
+
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_size: int = 512
+    max_position_embeddings: int = 1024
+    train_steps: int = 800
+    batch_size: int = 64
+    learning_rate: float = 3e-3
+    warmup_steps: int = 50
+    levels: tuple[int, ...] = (1, 2, 3, 4, 5)
+    seed: int = 0
+
+
+def model_config(spec: ToyPolicySpec, tokenizer: PreTrainedTokenizerBase) -> Qwen2Config:
+    return Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=spec.hidden_size,
+        intermediate_size=spec.intermediate_size,
+        num_hidden_layers=spec.num_layers,
+        num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_heads,
+        max_position_embeddings=spec.max_position_embeddings,
+        rope_theta=10000.0,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        torch_dtype="float32",
+    )
+
+
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, problem: str) -> str:
+    return tokenizer.apply_chat_template(
+        [{"role": "user", "content": problem}], tokenize=False, add_generation_prompt=True
+    )
+
+
+def encode_sft_example(
+    tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str
+) -> tuple[list[int], list[int]]:
+    """Token ids and labels (-100 on the prompt) for prompt + completion + EOS."""
+    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+    return p + c, [-100] * len(p) + c
+
+
+def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
+    width = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    mask = torch.zeros((len(examples), width), dtype=torch.long)
+    for i, (x, y) in enumerate(examples):
+        ids[i, : len(x)] = torch.tensor(x)
+        labels[i, : len(y)] = torch.tensor(y)
+        mask[i, : len(x)] = 1
+    return {"input_ids": ids, "labels": labels, "attention_mask": mask}
+
+
+def train_policy(spec: ToyPolicySpec, out_dir: Path, progress: bool = True) -> dict:
+    """Train the tiny policy and save model + tokenizer to ``out_dir``; returns stats."""
+    torch.manual_seed(spec.seed)
+    rng = random.Random(spec.seed)
+    tokenizer = build_tokenizer()
+    model = Qwen2ForCausalLM(model_config(spec, tokenizer))
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
+
+    def lr_at(step: int) -> float:
+        if step < spec.warmup_steps:
+            return (step + 1) / spec.warmup_steps
+        frac = (step - spec.warmup_steps) / max(1, spec.train_steps - spec.warmup_steps)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    start = time.time()
+    losses: list[float] = []
+    bar = tqdm(range(spec.train_steps), desc="training toy policy", disable=not progress)
+    for step in bar:
+        # One level per batch keeps padding (and so wasted compute) low.
+        level = spec.levels[step % len(spec.levels)]
+        batch = []
+        while len(batch) < spec.batch_size:
+            p = task.sample_problem(rng, level)
+            if task.is_held_out(p):
+                continue
+            batch.append(encode_sft_example(tokenizer, chat_prompt(tokenizer, p.text), p.solution))
+        out = model(**collate(batch, tokenizer.pad_token_id))
+        out.loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        opt.zero_grad(set_to_none=True)
+        losses.append(out.loss.item())
+        if step % 20 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-20:]) / len(losses[-20:]):.3f}")
+    model.eval()
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return {
+        "train_seconds": round(time.time() - start, 1),
+        "final_loss": sum(losses[-50:]) / len(losses[-50:]),
+        "parameters": sum(p.numel() for p in model.parameters()),
+    }
+
+
+def _source_fingerprint() -> str:
+    here = Path(__file__).parent
+    sources = [(here / name).read_bytes() for name in ("task.py", "tokenizer.py", "build.py")]
+    return fingerprint(*sources)
+
+
+def policy_path(spec: ToyPolicySpec | None = None, progress: bool = True) -> Path:
+    """The cached toy policy folder, building it first if it is missing.
+
+    The cache key covers the spec and this package's source, so a change to the task,
+    tokenizer or training code triggers a rebuild. A lock file keeps two processes
+    from building at once; the build is written to a temporary folder and renamed.
+    """
+    spec = spec or ToyPolicySpec()
+    key = fingerprint(json.dumps(asdict(spec), sort_keys=True), _source_fingerprint())
+    root = cache_dir() / "toy"
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"policy-{key}"
+    with FileLock(str(root / f"policy-{key}.lock")):
+        if (final / "build_info.json").exists():
+            return final
+        log.warning("Building the embedded world's toy policy (once; cached in %s)", final)
+        tmp = root / f"policy-{key}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        torch.set_num_threads(max(1, torch.get_num_threads()))
+        stats = train_policy(spec, tmp, progress=progress)
+        (tmp / "build_info.json").write_text(
+            json.dumps({"spec": asdict(spec), **stats}, indent=2)
+        )
+        tmp.rename(final)
+    return final

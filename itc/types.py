@@ -1,0 +1,65 @@
+"""Core records shared by datasets, policies, strategies, PRMs and the run loop."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass
+class Problem:
+    """One math problem with its reference answer (LaTeX, no surrounding ``$``)."""
+
+    id: str
+    problem: str
+    answer: str
+    level: int | None = None
+    subject: str | None = None
+    solution: str | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Completion:
+    """What a policy returned for one sample."""
+
+    text: str
+    num_tokens: int
+    # True when the sample ended the solution (EOS), False when it stopped at a step
+    # delimiter or ran out of tokens.
+    finished: bool
+    finish_reason: str  # "eos", "step", "length"
+
+
+@dataclass
+class Candidate:
+    """One candidate solution produced by a strategy for one problem."""
+
+    text: str
+    steps: list[str]
+    answer: str | None
+    completion_tokens: int
+    finished: bool = True
+    step_scores: list[float] | None = None
+    score: float | None = None
+    correct: bool | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class StrategyResult:
+    """A strategy's output for one problem: every candidate and the chosen answer."""
+
+    problem_id: str
+    candidates: list[Candidate]
+    chosen_index: int | None
+    chosen_answer: str | None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    meta: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,74 @@
+"""The strategy interface: a batch of problems in, candidates and a chosen answer out."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any
+
+from itc.grading import extract_boxed, group_by_equivalence
+from itc.policy import Policy
+from itc.types import Candidate, Completion, Problem, StrategyResult
+
+
+def split_steps(text: str, delimiter: str) -> list[str]:
+    return [s.strip() for s in text.split(delimiter) if s.strip()]
+
+
+def make_candidate(text: str, delimiter: str, completion: Completion | None = None, **kw: Any) -> Candidate:
+    """A candidate from a solution text: steps split at the delimiter, answer extracted."""
+    return Candidate(
+        text=text,
+        steps=split_steps(text, delimiter),
+        answer=extract_boxed(text),
+        completion_tokens=completion.num_tokens if completion else kw.pop("completion_tokens", 0),
+        finished=completion.finished if completion else kw.pop("finished", True),
+        **kw,
+    )
+
+
+def majority_choice(candidates: Sequence[Candidate], weights: Sequence[float] | None = None) -> int | None:
+    """Index of a representative of the heaviest equivalence class of answers.
+
+    Unit weights give a plain majority vote; ties go to the class seen first.
+    Candidates with no answer never win.
+    """
+    classes = group_by_equivalence([c.answer for c in candidates])
+    totals: dict[int, float] = {}
+    first: dict[int, int] = {}
+    for i, cls in enumerate(classes):
+        if cls is None:
+            continue
+        totals[cls] = totals.get(cls, 0.0) + (1.0 if weights is None else weights[i])
+        first.setdefault(cls, i)
+    if not totals:
+        return None
+    best = max(totals, key=lambda k: (totals[k], -first[k]))
+    return first[best]
+
+
+class Strategy(ABC):
+    """Subclasses set ``name`` and implement ``run``; ``n`` is the budget knob."""
+
+    name: str = "strategy"
+
+    def __init__(self, n: int = 1) -> None:
+        if n < 1:
+            raise ValueError(f"strategy n must be at least 1, got {n}")
+        self.n = n
+
+    @abstractmethod
+    def run(self, problems: Sequence[Problem], policy: Policy, prm: Any = None) -> list[StrategyResult]:
+        """Solve a batch of problems; one result per problem, in order."""
+
+    @staticmethod
+    def result(problem: Problem, candidates: list[Candidate], chosen: int | None, prompt_tokens: int, **meta: Any) -> StrategyResult:
+        return StrategyResult(
+            problem_id=problem.id,
+            candidates=candidates,
+            chosen_index=chosen,
+            chosen_answer=None if chosen is None else candidates[chosen].answer,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=sum(c.completion_tokens for c in candidates),
+            meta=meta,
+        )

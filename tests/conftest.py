@@ -1,0 +1,48 @@
+"""Shared fixtures: the embedded world's policy, one vLLM engine per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_module
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+
+# Settings the tests' vLLM engine uses; every test that builds a toy vLLM policy from the
+# real configs passes these overrides, so the process-wide engine cache is hit.
+VLLM_TEST_OVERRIDES = ["policy.vllm.enforce_eager=true"]
+
+
+def compose_run(overrides: list[str] | None = None):
+    """The real ``configs/run.yaml`` composed by Hydra, with overrides."""
+    with initialize_config_module(config_module="configs", version_base="1.3"):
+        return compose(config_name="run", overrides=overrides or [], return_hydra_config=False)
+
+
+@pytest.fixture(scope="session")
+def toy_policy_path() -> Path:
+    from itc.toy.build import policy_path
+
+    return policy_path(progress=False)
+
+
+@pytest.fixture(scope="session")
+def vllm_policy(toy_policy_path):
+    """The session's one vLLM engine on the toy policy (real configs, eager mode)."""
+    from itc.policy import build_policy
+
+    cfg = compose_run(VLLM_TEST_OVERRIDES)
+    return build_policy(cfg.policy, seed=cfg.seed)
+
+
+@pytest.fixture(scope="session")
+def hf_policy(toy_policy_path):
+    from itc.policy import build_policy
+
+    cfg = compose_run(["policy.backend=hf"])
+    return build_policy(cfg.policy, seed=cfg.seed)

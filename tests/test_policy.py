@@ -1,0 +1,67 @@
+"""Policy backends through the real engines: vLLM (one per session) and transformers."""
+
+import pytest
+
+from itc.policy import PromptTooLongError
+from itc.toy import generate
+
+pytestmark = pytest.mark.vllm
+
+
+def _prompts(policy, k=4, levels=(1, 2, 3, 4, 5)):
+    return [policy.format_prompt(p.text) for p in generate(k, seed=5, levels=levels)]
+
+
+def test_prompt_format_comes_from_config(vllm_policy):
+    prompt = vllm_policy.format_prompt("Start at 1. Apply 1:+2.", ["1: 1+2=3"])
+    assert prompt == "<|user|>Start at 1. Apply 1:+2.<|assistant|>1: 1+2=3\n\n"
+
+
+def test_vllm_samples_n_solutions_with_token_counts(vllm_policy):
+    prompts = _prompts(vllm_policy)
+    outs = vllm_policy.generate(prompts, n=3)
+    assert len(outs) == 4 and all(len(o) == 3 for o in outs)
+    tok = vllm_policy.tokenizer
+    for completions in outs:
+        for c in completions:
+            assert c.finish_reason in ("eos", "length")
+            # the count includes the EOS token, which the text leaves out
+            extra = 1 if c.finish_reason == "eos" else 0
+            assert c.num_tokens == len(tok(c.text, add_special_tokens=False)["input_ids"]) + extra
+    finished = [c for o in outs for c in o if c.finished]
+    assert finished and all("\\boxed{" in c.text for c in finished[:3])
+
+
+def test_vllm_one_step_stops_at_delimiter(vllm_policy):
+    outs = vllm_policy.generate(_prompts(vllm_policy, levels=(4,)), n=2, one_step=True)
+    for completions in outs:
+        for c in completions:
+            assert "\n\n" not in c.text
+            assert c.finish_reason == "step" and not c.finished
+            assert c.text.startswith("1: ")
+
+
+def test_vllm_greedy_is_deterministic(vllm_policy):
+    prompts = _prompts(vllm_policy)
+    a = vllm_policy.generate(prompts, n=1, temperature=0.0)
+    b = vllm_policy.generate(prompts, n=1, temperature=0.0)
+    assert [o[0].text for o in a] == [o[0].text for o in b]
+
+
+def test_prompt_longer_than_context_is_a_clear_error(vllm_policy):
+    with pytest.raises(PromptTooLongError, match="max_model_len"):
+        vllm_policy.generate([vllm_policy.format_prompt("9" * 5000)], n=1)
+
+
+def test_hf_backend_same_interface_and_agrees_with_vllm_at_temperature_zero(vllm_policy, hf_policy):
+    prompts = _prompts(vllm_policy, k=10)
+    v = vllm_policy.generate(prompts, n=1, temperature=0.0)
+    h = hf_policy.generate(prompts, n=1, temperature=0.0)
+    same = sum(a[0].text == b[0].text for a, b in zip(v, h))
+    assert same >= 8, [(a[0].text, b[0].text) for a, b in zip(v, h)]
+    steps = hf_policy.generate(prompts[:3], n=2, one_step=True)
+    for completions in steps:
+        for c in completions:
+            assert "\n\n" not in c.text and c.finish_reason == "step"
+    sampled = hf_policy.generate(prompts[:2], n=3)
+    assert all(len(o) == 3 for o in sampled)
