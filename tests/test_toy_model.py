@@ -9,7 +9,7 @@ from itc.toy.tokenizer import build_tokenizer
 
 def test_tokenizer_round_trip_and_single_token_delimiter(tmp_path):
     tok = build_tokenizer()
-    text = "1: 12+7=19\n\n\\boxed{19}"
+    text = "a:+7 12+7=19\n\n\\boxed{19}"
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == text
     tokens = tok.convert_ids_to_tokens(ids)

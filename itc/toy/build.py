@@ -42,8 +42,8 @@ class ToyPolicySpec:
     num_heads: int = 2
     intermediate_size: int = 512
     max_position_embeddings: int = 1024
-    train_steps: int = 800
-    batch_size: int = 64
+    train_steps: int = 1500
+    batch_size: int = 32
     learning_rate: float = 3e-3
     warmup_steps: int = 50
     levels: tuple[int, ...] = (1, 2, 3, 4, 5)

@@ -1,9 +1,11 @@
 """The embedded world's task: running arithmetic with checkable steps.
 
-A problem reads ``Start at 7. Apply 1:+5 2:-3 3:*2.``; its reference solution is one
-step per numbered operation (``1: 7+5=12``, ``2: 12-3=9``, ``3: 9*2=18``), then
-``\\boxed{18}``, with steps separated by ``"\\n\\n"``. The numbers let even a 2-layer
-model find its next operation by matching the step number (an induction-head lookup). Every step of any text can be checked against the
+A problem reads ``Start at 7. Apply a:+5 b:-3 c:*2.``; its reference solution is one
+step per labelled operation, restating it and then doing it (``a:+5 7+5=12``,
+``b:-3 12-3=9``, ``c:*2 9*2=18``), then ``\\boxed{18}``, with steps separated by
+``"\\n\\n"``. Restating ``b:-3`` lets even a 2-layer model find its next operation by
+matching the label in the problem (an induction-head lookup); letters, unlike numbers,
+never collide with the digits of the arithmetic. Every step of any text can be checked against the
 reference, so sampled solutions get gold step labels for free.
 
 A step's gold label is True when the step is right *and* every step before it was right
@@ -15,13 +17,23 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import string
 from dataclasses import dataclass
 
 from itc.types import Problem
 
 STEP_DELIMITER = "\n\n"
 MAX_VALUE = 99
-_STEP_RE = re.compile(r"^(?:\d+: )?(\d+)([+\-*])(\d+)=(\d+)$")
+_STEP_RE = re.compile(r"^(?:[a-zA-Z]+:[+\-*]\d+ )?(\d+)([+\-*])(\d+)=(\d+)$")
+_LETTERS = string.ascii_lowercase + string.ascii_uppercase
+
+
+def op_label(i: int) -> str:
+    """Label of the i-th operation (0-based): a..z, A..Z, then two letters (long chains)."""
+    if i < len(_LETTERS):
+        return _LETTERS[i]
+    i -= len(_LETTERS)
+    return _LETTERS[i // len(_LETTERS)] + _LETTERS[i % len(_LETTERS)]
 
 
 @dataclass(frozen=True)
@@ -52,7 +64,7 @@ class ToyProblem:
 
     @property
     def text(self) -> str:
-        applied = " ".join(f"{i}:{op}{x}" for i, (op, x) in enumerate(self.ops, 1))
+        applied = " ".join(f"{op_label(i)}:{op}{x}" for i, (op, x) in enumerate(self.ops))
         return f"Start at {self.start}. Apply {applied}."
 
     def values(self) -> list[int]:
@@ -69,7 +81,8 @@ class ToyProblem:
     def reference_steps(self) -> list[str]:
         vals = self.values()
         steps = [
-            f"{i + 1}: {vals[i]}{op}{x}={vals[i + 1]}" for i, (op, x) in enumerate(self.ops)
+            f"{op_label(i)}:{op}{x} {vals[i]}{op}{x}={vals[i + 1]}"
+            for i, (op, x) in enumerate(self.ops)
         ]
         return steps + [f"\\boxed{{{vals[-1]}}}"]
 
@@ -160,8 +173,8 @@ def parse_problem(text: str) -> ToyProblem:
     if not m:
         raise ValueError(f"not a toy-world problem: {text[:80]!r}")
     ops = []
-    for i, part in enumerate(m.group(2).split(" "), 1):
-        if not re.fullmatch(rf"{i}:[+\-*]\d+", part):
+    for i, part in enumerate(m.group(2).split(" ")):
+        if not re.fullmatch(rf"{op_label(i)}:[+\-*]\d+", part):
             raise ValueError(f"bad operation {part!r} in toy problem {text[:80]!r}")
         op = part.split(":", 1)[1]
         ops.append((op[0], int(op[1:])))

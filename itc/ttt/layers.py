@@ -1,0 +1,488 @@
+"""TTT layers (Sun et al., 2024, arXiv 2407.04620): TTT-Linear and TTT-MLP in plain PyTorch.
+
+Per head (size d) the hidden state is an inner model f(x) = x + LN(g(x)), with g = x W + b (Linear) or
+a two-layer GELU MLP of hidden size 4d (MLP). Each token takes one gradient step of
+l_j = 1/2 ||LN(g(k_j)) - (v_j - k_j)||^2, all gradients of a mini-batch of b tokens being taken at the
+mini-batch's starting weights W_0, with learned inner learning rates lr_j and token coefficients τ_i.
+
+The inner model is written generically as L linear layers (1 or 2) with GELU in between; for inner
+layer l, a_{l,j} is its input on token j's key path at W_0 and A_{l,j} = lr_j · ∂l_j/∂(its output).
+Three forms compute the same outputs:
+
+* dual (`_dual`): a whole mini-batch at once,
+  z̄_i = ā_i W_0 + b_0 - τ_i Σ_{j≤i} (ā_i·a_j + 1) A_j, then W_b = W_0 - τ_b Σ_j a_j^T A_j;
+* primal (`_primal`, reference): token by token with W_i = W_0 - τ_i Σ_{j≤i} a_j^T A_j materialised;
+* one-token decode (`_step`): one row of the dual form against the buffered (a_j, A_j) of the open
+  mini-batch; W, b are committed when the mini-batch closes (no dW is kept).
+
+Because the open mini-batch is buffered, a forward pass can stop and resume at any position.
+Padding never enters the state: callers pass the number of real tokens per sequence (`lengths`,
+real tokens first), and only those update W, b, the buffer and the position counter.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from itc.ttt.configuration import TTTConfig
+from itc.ttt.state import TTTState
+
+LN_EPS = 1e-6
+_GELU_C = math.sqrt(2.0 / math.pi)
+
+
+# ----------------------------------------------------------------------------- inner-model maths
+
+
+def gelu(x: torch.Tensor) -> torch.Tensor:
+    return F.gelu(x, approximate="tanh")
+
+
+def gelu_grad(x: torch.Tensor) -> torch.Tensor:
+    """Derivative of the tanh-approximate GELU."""
+    t = torch.tanh(_GELU_C * (x + 0.044715 * x**3))
+    return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _GELU_C * (1 + 3 * 0.044715 * x * x)
+
+
+def inner_layer_norm(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = LN_EPS) -> torch.Tensor:
+    mu = z.mean(-1, keepdim=True)
+    var = (z - mu).pow(2).mean(-1, keepdim=True)
+    return weight * (z - mu) / torch.sqrt(var + eps) + bias
+
+
+def inner_loss_grad(
+    z: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = LN_EPS
+) -> torch.Tensor:
+    """∂/∂z of 1/2 ||LN(z) - target||^2, row by row (closed-form LayerNorm backward)."""
+    d = z.shape[-1]
+    mu = z.mean(-1, keepdim=True)
+    zc = z - mu
+    std = torch.sqrt(zc.pow(2).mean(-1, keepdim=True) + eps)
+    zh = zc / std
+    g = (weight * zh + bias - target) * weight  # ∂loss/∂ẑ
+    return (d * g - g.sum(-1, keepdim=True) - zh * (g * zh).sum(-1, keepdim=True)) / (d * std)
+
+
+def key_pass(
+    k: torch.Tensor,
+    target: torch.Tensor,
+    Ws: list[torch.Tensor],
+    bs: list[torch.Tensor],
+    ln_w: torch.Tensor,
+    ln_b: torch.Tensor,
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Keys through the inner model at (Ws, bs), then back-propagate the reconstruction loss.
+
+    Returns the inputs a_l of every inner layer and the gradients G_l w.r.t. its outputs.
+    """
+    acts, pre = [k], []
+    x = k
+    for i, (W, b) in enumerate(zip(Ws, bs)):
+        z = x @ W + b
+        pre.append(z)
+        if i < len(Ws) - 1:
+            x = gelu(z)
+            acts.append(x)
+    G = inner_loss_grad(pre[-1], target, ln_w, ln_b)
+    grads = [G]
+    for i in range(len(Ws) - 2, -1, -1):
+        G = (G @ Ws[i + 1].transpose(-1, -2)) * gelu_grad(pre[i])
+        grads.insert(0, G)
+    return acts, grads
+
+
+def query_pass(
+    q: torch.Tensor,
+    acts: list[torch.Tensor],
+    As: list[torch.Tensor],
+    Ws: list[torch.Tensor],
+    bs: list[torch.Tensor],
+    tau: torch.Tensor,
+    mask: torch.Tensor,
+) -> torch.Tensor:
+    """Dual-form rows: z̄_i = ā_i W + b - τ_i Σ_j mask_ij (ā_i·a_j + 1) A_j through every inner layer.
+
+    ``mask`` is tril for a mini-batch, or "j ≤ position" for one decoded row against the buffer.
+    """
+    x = q
+    for i, (W, b) in enumerate(zip(Ws, bs)):
+        s = (x @ acts[i].transpose(-1, -2) + 1).masked_fill(~mask, 0)
+        z = x @ W + b - tau * (s @ As[i])
+        if i < len(Ws) - 1:
+            x = gelu(z)
+    return z
+
+
+def commit(
+    Ws: list[torch.Tensor], bs: list[torch.Tensor], acts: list[torch.Tensor], As: list[torch.Tensor], tau_last
+) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Weights at the end of a full mini-batch: W - τ_b Σ_j a_j^T A_j, b - τ_b Σ_j A_j."""
+    new_W = [W - tau_last * (a.transpose(-1, -2) @ A) for W, a, A in zip(Ws, acts, As)]
+    new_b = [b - tau_last * A.sum(-2, keepdim=True) for b, A in zip(bs, As)]
+    return new_W, new_b
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+# ----------------------------------------------------------------------------- small modules
+
+
+class RMSNorm(nn.Module):
+    def __init__(self, hidden_size: int, eps: float = 1e-6):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(hidden_size))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.weight * x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps)
+
+
+class SwiGLU(nn.Module):
+    def __init__(self, hidden_size: int, intermediate_size: int):
+        super().__init__()
+        self.gate_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.up_proj = nn.Linear(hidden_size, intermediate_size, bias=False)
+        self.down_proj = nn.Linear(intermediate_size, hidden_size, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+
+
+def conv_extend(
+    x: torch.Tensor, conv_state: torch.Tensor | None, lengths: torch.Tensor | None, kernel: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prepend the previous ``kernel - 1`` real inputs; return (extended input, next conv state)."""
+    B, R, C = x.shape
+    if conv_state is None:
+        conv_state = x.new_zeros(B, kernel - 1, C)
+    ext = torch.cat([conv_state, x], dim=1)
+    if lengths is None:
+        new_state = ext[:, R:]
+    else:  # the last kernel-1 real inputs of each sequence
+        idx = lengths[:, None] + torch.arange(kernel - 1, device=x.device)
+        new_state = ext.gather(1, idx[..., None].expand(-1, -1, C))
+    return ext, new_state
+
+
+def causal_conv(ext: torch.Tensor, conv: nn.Conv1d) -> torch.Tensor:
+    """Depthwise causal conv of an input extended by `conv_extend` (B, K-1+R, C) -> (B, R, C)."""
+    y = F.conv1d(ext.transpose(1, 2), conv.weight, conv.bias, groups=conv.weight.shape[0])
+    return y.transpose(1, 2)
+
+
+# ----------------------------------------------------------------------------- TTT layers
+
+
+class TTTLayer(nn.Module):
+    """A TTT sequence-modelling layer (multi-head); subclasses fix the inner model."""
+
+    def inner_dims(self, head_dim: int) -> list[int]:
+        raise NotImplementedError
+
+    def __init__(self, config: TTTConfig, layer_idx: int = 0):
+        super().__init__()
+        D, H = config.hidden_size, config.num_attention_heads
+        self.layer_idx = layer_idx
+        self.num_heads, self.head_dim = H, D // H
+        self.mini_batch_size = config.mini_batch_size
+        self.eta_base = float(config.ttt_base_lr)
+        self.rope_theta = float(config.rope_theta)
+        self.share_qk, self.use_gate = config.share_qk, bool(config.use_gate)
+        self.conv_kernel = config.conv_kernel
+        if self.share_qk:
+            self.qk_proj = nn.Linear(D, D, bias=False)
+            self.conv_q = nn.Conv1d(D, D, config.conv_kernel, groups=D, bias=True)
+            self.conv_k = nn.Conv1d(D, D, config.conv_kernel, groups=D, bias=True)
+        else:
+            self.q_proj = nn.Linear(D, D, bias=False)
+            self.k_proj = nn.Linear(D, D, bias=False)
+        self.v_proj = nn.Linear(D, D, bias=False)
+        self.o_proj = nn.Linear(D, D, bias=False)
+        self.lr_proj = nn.Linear(D, H)  # θ_lr and β of lr_j = η_base σ(θ_lr·x_j + β) / d
+        self.token_idx_offset = nn.Parameter(torch.zeros(config.mini_batch_size))  # τ'
+        self.dims = self.inner_dims(self.head_dim)
+        self.num_inner = len(self.dims) - 1
+        for i in range(self.num_inner):
+            setattr(self, f"W{i + 1}", nn.Parameter(torch.empty(H, self.dims[i], self.dims[i + 1])))
+            setattr(self, f"b{i + 1}", nn.Parameter(torch.zeros(H, 1, self.dims[i + 1])))
+        self.ttt_norm_weight = nn.Parameter(torch.ones(H, self.head_dim))
+        self.ttt_norm_bias = nn.Parameter(torch.zeros(H, self.head_dim))
+        self.post_norm = nn.LayerNorm(D, eps=LN_EPS)
+        if self.use_gate:
+            self.g_proj = nn.Linear(D, D, bias=False)
+        self.reset_inner_parameters(config.initializer_range)
+
+    def reset_inner_parameters(self, std: float = 0.02) -> None:
+        with torch.no_grad():
+            for i in range(self.num_inner):
+                getattr(self, f"W{i + 1}").normal_(0.0, std)
+                getattr(self, f"b{i + 1}").zero_()
+            self.ttt_norm_weight.fill_(1.0)
+            self.ttt_norm_bias.zero_()
+            self.token_idx_offset.zero_()
+
+    # -- helpers
+
+    def inner_params(self) -> list[torch.Tensor]:
+        return [getattr(self, f"{p}{i + 1}") for p in "Wb" for i in range(self.num_inner)]
+
+    def _weights(self, batch: int, state: TTTState | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        L = range(1, self.num_inner + 1)
+        if state is not None:
+            return [state[f"W{i}"] for i in L], [state[f"b{i}"] for i in L]
+        Ws = [getattr(self, f"W{i}").expand(batch, -1, -1, -1) for i in L]
+        bs = [getattr(self, f"b{i}").expand(batch, -1, -1, -1) for i in L]
+        return Ws, bs
+
+    def init_state(self, batch: int) -> dict[str, torch.Tensor]:
+        """Fresh state tensors of this layer for ``batch`` sequences."""
+        ref = self.W1
+        H, b = self.num_heads, self.mini_batch_size
+        out: dict[str, torch.Tensor] = {"n": torch.zeros(batch, dtype=torch.long, device=ref.device)}
+        for i in range(self.num_inner):
+            out[f"W{i + 1}"] = getattr(self, f"W{i + 1}").detach().expand(batch, -1, -1, -1).clone()
+            out[f"b{i + 1}"] = getattr(self, f"b{i + 1}").detach().expand(batch, -1, -1, -1).clone()
+            out[f"a{i + 1}"] = ref.new_zeros(batch, H, b, self.dims[i])
+            out[f"A{i + 1}"] = ref.new_zeros(batch, H, b, self.dims[i + 1])
+        if self.share_qk:
+            out["conv_qk"] = ref.new_zeros(batch, self.conv_kernel - 1, self.num_heads * self.head_dim)
+        return out
+
+    def _tau(self, dtype: torch.dtype) -> torch.Tensor:
+        """τ_i = max(0, 1/i + τ'_i), i = 1..b."""
+        i = torch.arange(1, self.mini_batch_size + 1, device=self.token_idx_offset.device, dtype=dtype)
+        return torch.clamp(1.0 / i + self.token_idx_offset.to(dtype), min=0.0)
+
+    def _rope(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos, sin tables (b, d) for positions 0..b-1 (positions are taken mod b)."""
+        d = self.head_dim
+        inv = 1.0 / self.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64, device=device) / d)
+        ang = torch.arange(self.mini_batch_size, dtype=torch.float64, device=device)[:, None] * inv
+        emb = torch.cat([ang, ang], dim=-1)
+        return emb.cos().to(dtype), emb.sin().to(dtype)
+
+    def _ln(self, z: torch.Tensor) -> torch.Tensor:
+        return inner_layer_norm(z, self.ttt_norm_weight[:, None], self.ttt_norm_bias[:, None])
+
+    def _key_pass(self, k, v, Ws, bs):
+        return key_pass(k, v - k, Ws, bs, self.ttt_norm_weight[:, None], self.ttt_norm_bias[:, None])
+
+    # -- forward
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        state: TTTState | None = None,
+        lengths: torch.Tensor | None = None,
+        mode: str = "dual",
+    ) -> torch.Tensor:
+        """x: (B, R, D) with each sequence's real tokens first (``lengths`` of them, all if None).
+
+        With a ``state`` the layer continues from it and updates it in place. ``mode="primal"`` runs
+        the token-by-token reference form (no state, no padding).
+        """
+        B, R, D = x.shape
+        H, d = self.num_heads, self.head_dim
+        v = self.v_proj(x)
+        lr = self.eta_base * torch.sigmoid(self.lr_proj(x)) / d  # (B, R, H)
+        if self.share_qk:
+            xqk = self.qk_proj(x)
+            ext, conv_state = conv_extend(
+                xqk, state["conv_qk"] if state is not None else None, lengths, self.conv_kernel
+            )
+            q, k = causal_conv(ext, self.conv_q), causal_conv(ext, self.conv_k)
+            if state is not None:
+                state["conv_qk"] = conv_state
+        else:
+            q, k = self.q_proj(x), self.k_proj(x)
+        q, k, v = (t.view(B, R, H, d).transpose(1, 2) for t in (q, k, v))
+        lr = lr.transpose(1, 2)  # (B, H, R)
+
+        if mode == "primal":
+            if state is not None or lengths is not None:
+                raise ValueError("the primal form is a reference: no state, no padding")
+            z = self._primal(q, k, v, lr)
+        elif mode != "dual":
+            raise ValueError(f"mode must be 'dual' or 'primal', got {mode!r}")
+        elif state is not None and R == 1:
+            z = self._step(q, k, v, lr, state, lengths)
+        else:
+            z = self._dual(q, k, v, lr, state, lengths)
+
+        out = self.post_norm(z.transpose(1, 2).reshape(B, R, D))
+        if self.use_gate:
+            out = gelu(self.g_proj(x)) * out
+        return self.o_proj(out)
+
+    def _dual(self, q, k, v, lr, state: TTTState | None, lengths: torch.Tensor | None) -> torch.Tensor:
+        """Mini-batch dual form over a chunk, continuing from ``state`` (possibly mid-mini-batch)."""
+        B, H, R, d = q.shape
+        b, dev = self.mini_batch_size, q.device
+        Ws, bs = self._weights(B, state)
+        r = lengths if lengths is not None else torch.full((B,), R, device=dev, dtype=torch.long)
+        c = state["n"] % b if state is not None else torch.zeros(B, device=dev, dtype=torch.long)
+        shifted = bool((c > 0).any())
+        end = c + r  # slot one past each sequence's last token
+        # Lay tokens out in slots u = c + t so every sequence's mini-batches start at multiples of b;
+        # slots < c are the open mini-batch's buffered tokens, taken from the state.
+        U = max(b, -(-int(end.max()) // b) * b)
+        u = torch.arange(U, device=dev)
+        if shifted:
+            t = u[None] - c[:, None]
+            valid = (t >= 0) & (t < r[:, None])
+            tc = t.clamp(0, max(R - 1, 0))[:, None, :]
+            q, k, v = (x.gather(2, tc[..., None].expand(B, H, U, d)) for x in (q, k, v))
+            lr = lr.gather(2, tc.expand(B, H, U))
+        else:
+            valid = u[None] < r[:, None]
+            q, k, v = (F.pad(x, (0, 0, 0, U - R)) for x in (q, k, v))
+            lr = F.pad(lr, (0, U - R))
+        vm = valid[:, None, :, None]
+        q, k, v = (torch.where(vm, x, 0.0) for x in (q, k, v))
+        lr = torch.where(valid[:, None, :], lr, 0.0)
+        cos, sin = self._rope(q.dtype, dev)
+        cos, sin = cos.repeat(U // b, 1), sin.repeat(U // b, 1)
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+
+        N = U // b
+        Q, K, V = (x.view(B, H, N, b, d) for x in (q, k, v))
+        LR = lr.view(B, H, N, b, 1)
+        tau = self._tau(q.dtype)
+        tau_rows, tau_last = tau[:, None], tau[-1]
+        tril = torch.ones(b, b, dtype=torch.bool, device=dev).tril()
+        L = range(1, self.num_inner + 1)
+        if shifted:
+            bufmask = (torch.arange(b, device=dev)[None] < c[:, None])[:, None, :, None]
+        open_mb = end // b  # index of each sequence's open (unfinished) mini-batch
+        wanted = set(open_mb.tolist()) if state is not None else set()
+        kept: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        zs = []
+        for m in range(N):
+            acts, grads = self._key_pass(K[:, :, m], V[:, :, m], Ws, bs)
+            As = [LR[:, :, m] * g for g in grads]
+            if shifted and m == 0:
+                acts = [torch.where(bufmask, state[f"a{i}"], a) for i, a in zip(L, acts)]
+                As = [torch.where(bufmask, state[f"A{i}"], a) for i, a in zip(L, As)]
+            zs.append(query_pass(Q[:, :, m], acts, As, Ws, bs, tau_rows, tril))
+            if m in wanted:
+                kept[m] = (acts, As)
+            full = (m + 1) * b <= end
+            if bool(full.any()):
+                new_W, new_b = commit(Ws, bs, acts, As, tau_last)
+                if bool(full.all()):
+                    Ws, bs = new_W, new_b
+                else:
+                    f = full[:, None, None, None]
+                    Ws = [torch.where(f, n, o) for n, o in zip(new_W, Ws)]
+                    bs = [torch.where(f, n, o) for n, o in zip(new_b, bs)]
+        z = q + self._ln(torch.stack(zs, dim=2).view(B, H, U, d))
+        if shifted:
+            idx = (c[:, None] + torch.arange(R, device=dev)[None]).clamp(max=U - 1)
+            z = z.gather(2, idx[:, None, :, None].expand(B, H, R, d))
+        else:
+            z = z[:, :, :R]
+
+        if state is not None:
+            state["n"] = state["n"] + r
+            for i, W, bb in zip(L, Ws, bs):
+                state[f"W{i}"], state[f"b{i}"] = W, bb
+            for i in L:
+                for name, j in ((f"a{i}", 0), (f"A{i}", 1)):
+                    rows = [
+                        kept[o][j][i - 1][s] if o in kept else torch.zeros_like(state[name][s])
+                        for s, o in enumerate(open_mb.tolist())
+                    ]
+                    state[name] = torch.stack(rows) if B > 1 else rows[0][None]
+        return z
+
+    def _step(self, q, k, v, lr, state: TTTState, lengths: torch.Tensor | None) -> torch.Tensor:
+        """One token per sequence: a row of the dual form against the buffered mini-batch."""
+        B, H, _, d = q.shape
+        b, dev = self.mini_batch_size, q.device
+        c = state["n"] % b
+        valid = lengths > 0 if lengths is not None else torch.ones(B, dtype=torch.bool, device=dev)
+        cos, sin = self._rope(q.dtype, dev)
+        cos, sin = cos[c][:, None, None], sin[c][:, None, None]
+        q = q * cos + rotate_half(q) * sin
+        k = k * cos + rotate_half(k) * sin
+        Ws, bs = self._weights(B, state)
+        acts, grads = self._key_pass(k, v, Ws, bs)
+        ar = torch.arange(b, device=dev)
+        slot = ((ar[None] == c[:, None]) & valid[:, None])[:, None, :, None]
+        L = range(1, self.num_inner + 1)
+        lr = lr[..., None]
+        buf_a = [torch.where(slot, a, state[f"a{i}"]) for i, a in zip(L, acts)]
+        buf_A = [torch.where(slot, lr * g, state[f"A{i}"]) for i, g in zip(L, grads)]
+        mask = (ar[None] <= c[:, None])[:, None, None, :]
+        tau = self._tau(q.dtype)
+        z = q + self._ln(query_pass(q, buf_a, buf_A, Ws, bs, tau[c].view(B, 1, 1, 1), mask))
+
+        close = valid & (c == b - 1)
+        if bool(close.any()):
+            new_W, new_b = commit(Ws, bs, buf_a, buf_A, tau[-1])
+            f = close[:, None, None, None]
+            Ws = [torch.where(f, n, o) for n, o in zip(new_W, Ws)]
+            bs = [torch.where(f, n, o) for n, o in zip(new_b, bs)]
+        state["n"] = state["n"] + valid.long()
+        for i, W, bb, a, A in zip(L, Ws, bs, buf_a, buf_A):
+            state[f"W{i}"], state[f"b{i}"], state[f"a{i}"], state[f"A{i}"] = W, bb, a, A
+        return z
+
+    def _primal(self, q, k, v, lr) -> torch.Tensor:
+        """Reference primal form: one token at a time, W_i materialised for every token."""
+        B, H, T, d = q.shape
+        b = self.mini_batch_size
+        cos, sin = self._rope(q.dtype, q.device)
+        pos = torch.arange(T, device=q.device) % b
+        q = q * cos[pos] + rotate_half(q) * sin[pos]
+        k = k * cos[pos] + rotate_half(k) * sin[pos]
+        tau = self._tau(q.dtype)
+        W0, b0 = self._weights(B, None)
+        S = [torch.zeros_like(W) for W in W0]
+        s = [torch.zeros_like(x) for x in b0]
+        outs = []
+        for t in range(T):
+            i = t % b
+            if i == 0 and t > 0:  # the previous mini-batch closed at W_b
+                W0 = [W - tau[-1] * dW for W, dW in zip(W0, S)]
+                b0 = [x - tau[-1] * db for x, db in zip(b0, s)]
+                S = [torch.zeros_like(W) for W in W0]
+                s = [torch.zeros_like(x) for x in b0]
+            acts, grads = self._key_pass(k[:, :, t : t + 1], v[:, :, t : t + 1], W0, b0)
+            lr_t = lr[:, :, t, None, None]
+            S = [dW + lr_t * (a.transpose(-1, -2) @ g) for dW, a, g in zip(S, acts, grads)]
+            s = [db + lr_t * g for db, g in zip(s, grads)]
+            Wi = [W - tau[i] * dW for W, dW in zip(W0, S)]
+            bi = [x - tau[i] * db for x, db in zip(b0, s)]
+            x = q[:, :, t : t + 1]
+            for j, (W, bb) in enumerate(zip(Wi, bi)):
+                x = x @ W + bb
+                if j < len(Wi) - 1:
+                    x = gelu(x)
+            outs.append(x)
+        return q + self._ln(torch.cat(outs, dim=2))
+
+
+class TTTLinear(TTTLayer):
+    """TTT-Linear: inner model f(x) = x + LN(x W + b)."""
+
+    def inner_dims(self, head_dim: int) -> list[int]:
+        return [head_dim, head_dim]
+
+
+class TTTMLP(TTTLayer):
+    """TTT-MLP: inner model f(x) = x + LN(GELU(x W1 + b1) W2 + b2), hidden size 4d."""
+
+    def inner_dims(self, head_dim: int) -> list[int]:
+        return [head_dim, 4 * head_dim, head_dim]
+
+
+TTT_LAYERS = {"linear": TTTLinear, "mlp": TTTMLP}
