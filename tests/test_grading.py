@@ -51,7 +51,7 @@ def test_extract_last_box_with_nested_braces():
 
 
 def test_grade_whole_solution_text():
-    assert grade("a:+3 2+3=5\n\n\\boxed{5}", "5")
+    assert grade("A+3 2+3=5\n\n\\boxed{5}", "5")
     assert grade("Thus the answer is $\\boxed{\\dfrac{14}{3}}$.", "$\\frac{14}{3}$")
     assert not grade("\\boxed{6}", "5")
     assert not grade("I give up", "5")

@@ -13,8 +13,8 @@ def _prompts(policy, k=4, levels=(1, 2, 3, 4, 5)):
 
 
 def test_prompt_format_comes_from_config(vllm_policy):
-    prompt = vllm_policy.format_prompt("Start at 1. Apply a:+2.", ["a:+2 1+2=3"])
-    assert prompt == "<|user|>Start at 1. Apply a:+2.<|assistant|>a:+2 1+2=3\n\n"
+    prompt = vllm_policy.format_prompt("Start at 1 and do A+2.", ["A+2 1+2=3"])
+    assert prompt == "<|user|>Start at 1 and do A+2.<|assistant|>A+2 1+2=3\n\n"
 
 
 def test_vllm_samples_n_solutions_with_token_counts(vllm_policy):
@@ -38,7 +38,7 @@ def test_vllm_one_step_stops_at_delimiter(vllm_policy):
         for c in completions:
             assert "\n\n" not in c.text
             assert c.finish_reason == "step" and not c.finished
-            assert c.text.startswith("a:")
+            assert c.text.startswith("A")
 
 
 def test_vllm_greedy_is_deterministic(vllm_policy):

@@ -33,8 +33,8 @@ def test_weighted_majority():
 
 
 def test_make_candidate_splits_steps_and_extracts_answer():
-    c = make_candidate("a:+3 2+3=5\n\n\\boxed{5}", "\n\n", Completion("", 9, True, "eos"))
-    assert c.steps == ["a:+3 2+3=5", "\\boxed{5}"] and c.answer == "5"
+    c = make_candidate("A+3 2+3=5\n\n\\boxed{5}", "\n\n", Completion("", 9, True, "eos"))
+    assert c.steps == ["A+3 2+3=5", "\\boxed{5}"] and c.answer == "5"
     assert c.completion_tokens == 9 and c.finished
 
 

@@ -9,11 +9,12 @@ from itc.toy.tokenizer import build_tokenizer
 
 def test_tokenizer_round_trip_and_single_token_delimiter(tmp_path):
     tok = build_tokenizer()
-    text = "a:+7 12+7=19\n\n\\boxed{19}"
+    text = "A+7 12+7=19\n\n\\boxed{19}"
     ids = tok(text, add_special_tokens=False)["input_ids"]
     assert tok.decode(ids) == text
     tokens = tok.convert_ids_to_tokens(ids)
     assert tokens.count("ĊĊ") == 1 and "\\boxed" in tokens  # the delimiter and \boxed are single tokens
+    assert tokens.count("+7") == 2  # operations are single tokens
     tok.save_pretrained(tmp_path)
     loaded = AutoTokenizer.from_pretrained(tmp_path)
     assert loaded(text, add_special_tokens=False)["input_ids"] == ids
@@ -24,8 +25,8 @@ def test_tokenizer_round_trip_and_single_token_delimiter(tmp_path):
 def test_built_policy_is_a_small_vllm_servable_checkpoint(toy_policy_path):
     info = json.loads((toy_policy_path / "build_info.json").read_text())
     config = json.loads((toy_policy_path / "config.json").read_text())
-    assert config["architectures"] == ["Qwen2ForCausalLM"]
-    assert config["hidden_size"] // config["num_attention_heads"] == 64  # vLLM's CPU attention
+    assert config["architectures"] == ["GPT2LMHeadModel"]
+    assert config["n_embd"] // config["n_head"] == 64  # vLLM's CPU attention
     assert info["parameters"] < 2_000_000
     model = AutoModelForCausalLM.from_pretrained(toy_policy_path)
     assert sum(p.numel() for p in model.parameters()) == info["parameters"]

@@ -41,7 +41,7 @@ def test_step_labels_mark_first_error_and_after():
     assert labels[0] is True and not any(labels[1:])
     # a missing step: the solution is short and ends early with a wrong box
     assert step_labels(p, ref[:-2] + ["\\boxed{0}"])[-1] is False
-    assert step_is_valid_arithmetic("a:+4 3+4=8") is False
+    assert step_is_valid_arithmetic("A+4 3+4=8") is False
     assert step_is_valid_arithmetic("hello") is None
 
 

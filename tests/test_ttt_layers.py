@@ -7,16 +7,27 @@ import random
 import pytest
 import torch
 
-from itc.ttt import TTTConfig, TTTLinear, TTTMLP, TTTState
+from itc.ttt import TTTMLP, TTTConfig, TTTLinear, TTTState
 from itc.ttt.layers import inner_layer_norm, inner_loss_grad
 
 VARIANTS = [(t, b) for t in ("linear", "mlp") for b in ("transformer", "mamba")]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny shapes gain nothing from threads; spinning OpenMP threads stall on a busy machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def make_layer(ttt_type: str, backbone: str, seed: int = 0) -> TTTLinear | TTTMLP:
     """A float64 layer with inner weights, τ' and lr large enough that the inner updates matter."""
     torch.manual_seed(seed)
-    cfg = TTTConfig(hidden_size=64, num_attention_heads=2, ttt_layer_type=ttt_type, backbone=backbone)
+    cfg = TTTConfig(
+        hidden_size=64, num_attention_heads=2, ttt_layer_type=ttt_type, backbone=backbone
+    )
     layer = (TTTLinear if ttt_type == "linear" else TTTMLP)(cfg).double()
     with torch.no_grad():
         for p in layer.inner_params():
@@ -34,7 +45,7 @@ def test_inner_loss_grad_matches_autograd():
     w, b = torch.randn(2, 1, 8, dtype=torch.float64), torch.randn(2, 1, 8, dtype=torch.float64)
     loss = 0.5 * (inner_layer_norm(z, w, b) - target).pow(2).sum()
     (auto,) = torch.autograd.grad(loss, z)
-    assert torch.allclose(inner_loss_grad(z.detach(), target, w, b), auto, atol=1e-12, rtol=0)
+    assert torch.allclose(inner_loss_grad(z.detach(), b - target, w), auto, atol=1e-12, rtol=0)
 
 
 @pytest.mark.parametrize("ttt_type,backbone", VARIANTS)
@@ -93,3 +104,17 @@ def test_states_batch_and_fork():
         out = layer(nxt[:1].expand(3, -1, -1), state=fork)
         assert (out - ref).abs().max().item() < 1e-12
         assert fork.index_select(torch.tensor([2])).nbytes() == st.nbytes()
+
+
+@pytest.mark.parametrize("ttt_type", ["linear", "mlp"])
+def test_dual_form_gradients_equal_primal_form_gradients(ttt_type):
+    """Training back-propagates through the dual form: its gradients match the primal form's."""
+    layer = make_layer(ttt_type, "mamba")
+    x = torch.randn(1, 37, 64, dtype=torch.float64)
+    r = torch.randn(1, 37, 64, dtype=torch.float64)
+    params = [p for p in layer.parameters() if p.requires_grad]
+    dual = torch.autograd.grad((layer(x) * r).sum(), params)
+    primal = torch.autograd.grad((layer(x, mode="primal") * r).sum(), params)
+    for p, a, b in zip(params, dual, primal):
+        assert (a - b).abs().max().item() < 1e-9 * max(1.0, b.abs().max().item()), p.shape
+    assert dual[params.index(layer.token_idx_offset)].abs().sum() > 0

@@ -18,6 +18,7 @@ def count_parameters_from_config(model_path: str) -> int:
     config = AutoConfig.from_pretrained(model_path)
     with init_empty_weights():
         model = AutoModelForCausalLM.from_config(config)
+    model.tie_weights()  # tied embeddings count once (they are not tied on the meta device)
     return sum(p.numel() for p in model.parameters())
 
 

@@ -1,11 +1,11 @@
 """The embedded world's task: running arithmetic with checkable steps.
 
-A problem reads ``Start at 7. Apply a:+5 b:-3 c:*2.``; its reference solution is one
-step per labelled operation, restating it and then doing it (``a:+5 7+5=12``,
-``b:-3 12-3=9``, ``c:*2 9*2=18``), then ``\\boxed{18}``, with steps separated by
-``"\\n\\n"``. Restating ``b:-3`` lets even a 2-layer model find its next operation by
-matching the label in the problem (an induction-head lookup); letters, unlike numbers,
-never collide with the digits of the arithmetic. Every step of any text can be checked against the
+A problem reads ``Start at 7 and do A+5 B-3 C*2.``; its reference solution is one
+step per labelled operation, restating it and then doing it (``A+5 7+5=12``,
+``B-3 12-3=9``, ``C*2 9*2=18``), then ``\\boxed{18}``, with steps separated by
+``"\\n\\n"``. Each operation is one token and its label the token just before it, so
+finding the next operation is a one-token induction lookup that a 2-layer model learns
+in minutes (with ``b:-3``, sign and digit after a colon, it learned only positions). Every step of any text can be checked against the
 reference, so sampled solutions get gold step labels for free.
 
 A step's gold label is True when the step is right *and* every step before it was right
@@ -24,12 +24,12 @@ from itc.types import Problem
 
 STEP_DELIMITER = "\n\n"
 MAX_VALUE = 99
-_STEP_RE = re.compile(r"^(?:[a-zA-Z]+:[+\-*]\d+ )?(\d+)([+\-*])(\d+)=(\d+)$")
-_LETTERS = string.ascii_lowercase + string.ascii_uppercase
+_STEP_RE = re.compile(r"^(?:[a-zA-Z]+[+\-*]\d+ )?(\d+)([+\-*])(\d+)=(\d+)$")
+_LETTERS = string.ascii_uppercase + string.ascii_lowercase
 
 
 def op_label(i: int) -> str:
-    """Label of the i-th operation (0-based): a..z, A..Z, then two letters (long chains)."""
+    """Label of the i-th operation (0-based): A..Z, a..z, then two letters (long chains)."""
     if i < len(_LETTERS):
         return _LETTERS[i]
     i -= len(_LETTERS)
@@ -47,10 +47,10 @@ class LevelSpec:
 # Difficulty rises with the number of steps and with multiplication at higher levels.
 LEVELS: dict[int, LevelSpec] = {
     1: LevelSpec(2, "+-"),
-    2: LevelSpec(3, "+-"),
-    3: LevelSpec(4, "+-*"),
-    4: LevelSpec(6, "+-*"),
-    5: LevelSpec(8, "+-*"),
+    2: LevelSpec(4, "+-"),
+    3: LevelSpec(5, "+-*"),
+    4: LevelSpec(7, "+-*"),
+    5: LevelSpec(9, "+-*"),
 }
 # The long-chain setting (for TTT backbones): 64 or more steps of addition and subtraction.
 LONG_CHAIN = LevelSpec(64, "+-")
@@ -64,8 +64,8 @@ class ToyProblem:
 
     @property
     def text(self) -> str:
-        applied = " ".join(f"{op_label(i)}:{op}{x}" for i, (op, x) in enumerate(self.ops))
-        return f"Start at {self.start}. Apply {applied}."
+        applied = " ".join(f"{op_label(i)}{op}{x}" for i, (op, x) in enumerate(self.ops))
+        return f"Start at {self.start} and do {applied}."
 
     def values(self) -> list[int]:
         """The running value before the first and after every operation."""
@@ -81,7 +81,7 @@ class ToyProblem:
     def reference_steps(self) -> list[str]:
         vals = self.values()
         steps = [
-            f"{op_label(i)}:{op}{x} {vals[i]}{op}{x}={vals[i + 1]}"
+            f"{op_label(i)}{op}{x} {vals[i]}{op}{x}={vals[i + 1]}"
             for i, (op, x) in enumerate(self.ops)
         ]
         return steps + [f"\\boxed{{{vals[-1]}}}"]
@@ -169,14 +169,14 @@ def generate(
 
 def parse_problem(text: str) -> ToyProblem:
     """Recover the ToyProblem from its text (used to label arbitrary solutions)."""
-    m = re.fullmatch(r"Start at (\d+)\. Apply (.*)\.", text.strip())
+    m = re.fullmatch(r"Start at (\d+) and do (.*)\.", text.strip())
     if not m:
         raise ValueError(f"not a toy-world problem: {text[:80]!r}")
     ops = []
     for i, part in enumerate(m.group(2).split(" ")):
-        if not re.fullmatch(rf"{op_label(i)}:[+\-*]\d+", part):
+        if not re.fullmatch(rf"{op_label(i)}[+\-*]\d+", part):
             raise ValueError(f"bad operation {part!r} in toy problem {text[:80]!r}")
-        op = part.split(":", 1)[1]
+        op = part[len(op_label(i)) :]
         ops.append((op[0], int(op[1:])))
     return ToyProblem(int(m.group(1)), tuple(ops), level=0)
 

@@ -2,7 +2,9 @@
 
 Its vocabulary is the 256 byte-level symbols plus a few merges, so every character is
 one token except the step delimiter ``"\\n\\n"`` and ``\\boxed``, which are single tokens
-and keep steps short. It is a ``Qwen2Tokenizer`` (the same pre-tokenizer and byte-level
+and keep steps short, and the toy task's operations (``+6``, ``-3``, ``*2``), which are
+single added tokens: copying an operation from the problem is then a one-token lookup
+that a 2-layer model learns in minutes (as two tokens, sign and digit, it did not). It is a ``Qwen2Tokenizer`` (the same pre-tokenizer and byte-level
 decoder as Qwen2.5's), so transformers' ``AutoTokenizer`` and vLLM load it from a local
 folder exactly as they load a hub Qwen2 tokenizer. (transformers forces
 ``Qwen2Tokenizer`` for any ``qwen2`` checkpoint, so a tokenizer of another kind would be
@@ -21,6 +23,8 @@ STEP_TAG = "<extra_0>"  # Qwen2.5-Math-PRM's step tag, reserved for PRMs on this
 SPECIAL_TOKENS = [PAD, BOS, END, SYSTEM, USER, ASSISTANT, STEP_TAG]
 # Merges (in byte-level symbols): "\n\n" and "\boxed" become single tokens.
 MERGES = [("Ċ", "Ċ"), ("\\", "b"), ("\\b", "o"), ("\\bo", "x"), ("\\box", "e"), ("\\boxe", "d")]
+
+OPERATION_TOKENS = [f"{op}{d}" for op in "+-" for d in range(1, 10)] + ["*2", "*3"]
 
 CHAT_TEMPLATE = (
     "{% for m in messages %}"
@@ -46,5 +50,6 @@ def build_tokenizer() -> PreTrainedTokenizerBase:
         additional_special_tokens=[AddedToken(t, special=True) for t in (SYSTEM, USER, ASSISTANT, STEP_TAG)],
         model_max_length=1024,
     )
+    tok.add_tokens([AddedToken(t, special=False, normalized=False) for t in OPERATION_TOKENS])
     tok.chat_template = CHAT_TEMPLATE
     return tok

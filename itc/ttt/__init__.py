@@ -1,10 +1,12 @@
 """TTT backbone: test-time-training layers and a transformers causal LM built on them.
 
 Modules:
-    ``configuration``  `TTTConfig` (model_type ``"itc_ttt"``): sizes, ``ttt_layer_type`` ("linear" | "mlp"),
-                       ``backbone`` ("transformer" | "mamba"), mini-batch size, inner base lr, RoPE, conv.
-    ``layers``         the TTT maths and layers: `TTTLinear`, `TTTMLP` (dual form for prefill/training,
-                       primal reference form, exact one-token decoding from the buffered mini-batch).
+    ``configuration``  `TTTConfig` (model_type ``"itc_ttt"``): sizes, ``ttt_layer_type``
+                       ("linear" | "mlp"), ``backbone`` ("transformer" | "mamba"), mini-batch
+                       size, inner base lr, RoPE, conv.
+    ``layers``         the TTT maths and layers: `TTTLinear`, `TTTMLP` (dual form for prefill and
+                       training, primal reference form, exact one-token decoding from the
+                       buffered mini-batch).
     ``state``          `TTTState` (one block's recurrent state, batch-first tensors) and `TTTCache`
                        (all blocks; the ``past_key_values`` of the model): copy, fork, index, stack.
     ``modeling``       `TTTBlock`, `TTTModel`, `TTTForCausalLM` (PreTrainedModel + GenerationMixin).
@@ -16,7 +18,7 @@ Importing this package registers the config and models with ``AutoConfig``, ``Au
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from itc.ttt.configuration import TTTConfig
-from itc.ttt.layers import TTTLayer, TTTLinear, TTTMLP
+from itc.ttt.layers import TTTMLP, TTTLayer, TTTLinear
 from itc.ttt.modeling import TTTBlock, TTTForCausalLM, TTTModel, TTTPreTrainedModel
 from itc.ttt.state import TTTCache, TTTState
 
@@ -25,13 +27,13 @@ AutoModel.register(TTTConfig, TTTModel, exist_ok=True)
 AutoModelForCausalLM.register(TTTConfig, TTTForCausalLM, exist_ok=True)
 
 __all__ = [
+    "TTTMLP",
     "TTTBlock",
     "TTTCache",
     "TTTConfig",
     "TTTForCausalLM",
     "TTTLayer",
     "TTTLinear",
-    "TTTMLP",
     "TTTModel",
     "TTTPreTrainedModel",
     "TTTState",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from transformers import PretrainedConfig
 
 TTT_LAYER_TYPES = ("linear", "mlp")
@@ -12,9 +14,11 @@ class TTTConfig(PretrainedConfig):
     """Configuration of `TTTForCausalLM` (model_type ``"itc_ttt"``).
 
     Fields beyond the usual decoder ones:
-        ttt_layer_type: ``"linear"`` (TTT-Linear) or ``"mlp"`` (TTT-MLP, hidden ``4 * head_dim``, GELU).
+        ttt_layer_type: ``"linear"`` (TTT-Linear) or ``"mlp"`` (TTT-MLP: hidden ``4 * head_dim``,
+            GELU).
         backbone: ``"transformer"`` (RMSNorm → TTT → residual → RMSNorm → SwiGLU → residual) or
-            ``"mamba"`` (adds a causal depthwise conv before the TTT layer, shares the Q/K projection
+            ``"mamba"`` (adds a causal depthwise conv before the TTT layer, shares the Q/K
+            projection
             with separate causal convs for q and k, and gates the output with ``gelu(x W_g)``).
         mini_batch_size: tokens per inner-loop gradient step (b, 16 in the paper).
         ttt_base_lr: η_base; ``None`` picks the paper's default (1.0 Linear, 0.1 MLP).
@@ -24,7 +28,7 @@ class TTTConfig(PretrainedConfig):
     """
 
     model_type = "itc_ttt"
-    keys_to_ignore_at_inference = ["past_key_values"]
+    keys_to_ignore_at_inference: ClassVar[list[str]] = ["past_key_values"]
 
     vocab_size: int = 32000
     hidden_size: int = 768
@@ -48,7 +52,9 @@ class TTTConfig(PretrainedConfig):
 
     def __post_init__(self, **kwargs):
         if self.ttt_layer_type not in TTT_LAYER_TYPES:
-            raise ValueError(f"ttt_layer_type must be one of {TTT_LAYER_TYPES}, got {self.ttt_layer_type!r}")
+            raise ValueError(
+                f"ttt_layer_type must be one of {TTT_LAYER_TYPES}, got {self.ttt_layer_type!r}"
+            )
         if self.backbone not in BACKBONES:
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.hidden_size % self.num_attention_heads:

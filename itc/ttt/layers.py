@@ -1,9 +1,10 @@
 """TTT layers (Sun et al., 2024, arXiv 2407.04620): TTT-Linear and TTT-MLP in plain PyTorch.
 
-Per head (size d) the hidden state is an inner model f(x) = x + LN(g(x)), with g = x W + b (Linear) or
-a two-layer GELU MLP of hidden size 4d (MLP). Each token takes one gradient step of
-l_j = 1/2 ||LN(g(k_j)) - (v_j - k_j)||^2, all gradients of a mini-batch of b tokens being taken at the
-mini-batch's starting weights W_0, with learned inner learning rates lr_j and token coefficients τ_i.
+Per head (size d) the hidden state is an inner model f(x) = x + LN(g(x)), with g = x W + b
+(Linear) or a two-layer GELU MLP of hidden size 4d (MLP). Each token takes one gradient step of
+l_j = 1/2 ||LN(g(k_j)) - (v_j - k_j)||^2, all gradients of a mini-batch of b tokens being taken at
+the mini-batch's starting weights W_0, with learned inner learning rates lr_j and token
+coefficients τ_i.
 
 The inner model is written generically as L linear layers (1 or 2) with GELU in between; for inner
 layer l, a_{l,j} is its input on token j's key path at W_0 and A_{l,j} = lr_j · ∂l_j/∂(its output).
@@ -48,51 +49,66 @@ def gelu_grad(x: torch.Tensor) -> torch.Tensor:
     return 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _GELU_C * (1 + 3 * 0.044715 * x * x)
 
 
-def inner_layer_norm(z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = LN_EPS) -> torch.Tensor:
-    mu = z.mean(-1, keepdim=True)
-    var = (z - mu).pow(2).mean(-1, keepdim=True)
-    return weight * (z - mu) / torch.sqrt(var + eps) + bias
+def inner_layer_norm(
+    z: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = LN_EPS
+) -> torch.Tensor:
+    """LayerNorm over the last dim with per-head (broadcast) scale and shift."""
+    return torch.addcmul(bias, weight, F.layer_norm(z, (z.shape[-1],), eps=eps))
 
 
 def inner_loss_grad(
-    z: torch.Tensor, target: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, eps: float = LN_EPS
+    z: torch.Tensor,
+    bias_minus_target: torch.Tensor,
+    weight: torch.Tensor,
+    scaled_weight: torch.Tensor | None = None,
+    eps: float = LN_EPS,
 ) -> torch.Tensor:
-    """∂/∂z of 1/2 ||LN(z) - target||^2, row by row (closed-form LayerNorm backward)."""
+    """∂/∂z of 1/2 ||LN(z) - target||^2 row by row, times the row scale folded into
+    ``scaled_weight`` (``weight * lr``; plain ``weight`` gives the gradient itself).
+
+    Takes ``bias - target`` (LN's shift minus the target) so the residual is one fused op, and uses
+    ATen's LayerNorm backward kernel (it has a double-backward, so training differentiates it).
+    """
     d = z.shape[-1]
-    mu = z.mean(-1, keepdim=True)
-    zc = z - mu
-    std = torch.sqrt(zc.pow(2).mean(-1, keepdim=True) + eps)
-    zh = zc / std
-    g = (weight * zh + bias - target) * weight  # ∂loss/∂ẑ
-    return (d * g - g.sum(-1, keepdim=True) - zh * (g * zh).sum(-1, keepdim=True)) / (d * std)
+    zh, mean, rstd = torch.native_layer_norm(z, (d,), None, None, eps)
+    scale = weight if scaled_weight is None else scaled_weight
+    g = torch.addcmul(bias_minus_target, weight, zh).mul_(scale)  # scale · ∂loss/∂LN(z)
+    mask = [True, False, False]
+    return torch.ops.aten.native_layer_norm_backward(g, z, (d,), mean, rstd, None, None, mask)[0]
+
+
+# The functions below work on 3-D tensors whose first dim is batch × heads (bmm-friendly):
+# rows (BH, m, ·), weights W (BH, in, out), biases b (BH, 1, out).
 
 
 def key_pass(
     k: torch.Tensor,
-    target: torch.Tensor,
+    bias_minus_target: torch.Tensor,
+    ln_w_lr: torch.Tensor,
     Ws: list[torch.Tensor],
     bs: list[torch.Tensor],
     ln_w: torch.Tensor,
-    ln_b: torch.Tensor,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
     """Keys through the inner model at (Ws, bs), then back-propagate the reconstruction loss.
 
-    Returns the inputs a_l of every inner layer and the gradients G_l w.r.t. its outputs.
+    Returns the inputs a_l of every inner layer and A_l = lr ⊙ G_l, G_l the gradient w.r.t. its
+    output. lr scales rows, so it enters once, folded into ``ln_w_lr = ln_w * lr``, and
+    back-propagates linearly.
     """
     acts, pre = [k], []
     x = k
     for i, (W, b) in enumerate(zip(Ws, bs)):
-        z = x @ W + b
+        z = torch.baddbmm(b, x, W)
         pre.append(z)
         if i < len(Ws) - 1:
             x = gelu(z)
             acts.append(x)
-    G = inner_loss_grad(pre[-1], target, ln_w, ln_b)
-    grads = [G]
+    A = inner_loss_grad(pre[-1], bias_minus_target, ln_w, ln_w_lr)
+    As = [A]
     for i in range(len(Ws) - 2, -1, -1):
-        G = (G @ Ws[i + 1].transpose(-1, -2)) * gelu_grad(pre[i])
-        grads.insert(0, G)
-    return acts, grads
+        A = torch.bmm(A, Ws[i + 1].transpose(1, 2)) * gelu_grad(pre[i])
+        As.insert(0, A)
+    return acts, As
 
 
 def query_pass(
@@ -103,32 +119,52 @@ def query_pass(
     bs: list[torch.Tensor],
     tau: torch.Tensor,
     mask: torch.Tensor,
+    first_scores: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Dual-form rows: z̄_i = ā_i W + b - τ_i Σ_j mask_ij (ā_i·a_j + 1) A_j through every inner layer.
+    """Dual-form rows z̄_i = ā_i W + b - τ_i Σ_j mask_ij (ā_i·a_j + 1) A_j, inner layer by layer.
 
     ``mask`` is tril for a mini-batch, or "j ≤ position" for one decoded row against the buffer.
+    ``first_scores`` optionally gives the first layer's τ_i mask_ij (q_i·k_j + 1), precomputed.
     """
     x = q
     for i, (W, b) in enumerate(zip(Ws, bs)):
-        s = (x @ acts[i].transpose(-1, -2) + 1).masked_fill(~mask, 0)
-        z = x @ W + b - tau * (s @ As[i])
+        if i == 0 and first_scores is not None:
+            s = first_scores
+        else:
+            s = (torch.bmm(x, acts[i].transpose(1, 2)) + 1).masked_fill(~mask, 0) * tau
+        z = torch.baddbmm(torch.baddbmm(b, x, W), s, As[i], alpha=-1)
         if i < len(Ws) - 1:
             x = gelu(z)
     return z
 
 
 def commit(
-    Ws: list[torch.Tensor], bs: list[torch.Tensor], acts: list[torch.Tensor], As: list[torch.Tensor], tau_last
+    Ws: list[torch.Tensor],
+    bs: list[torch.Tensor],
+    acts: list[torch.Tensor],
+    As: list[torch.Tensor],
+    neg_tau_last: torch.Tensor | float,
 ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-    """Weights at the end of a full mini-batch: W - τ_b Σ_j a_j^T A_j, b - τ_b Σ_j A_j."""
-    new_W = [W - tau_last * (a.transpose(-1, -2) @ A) for W, a, A in zip(Ws, acts, As)]
-    new_b = [b - tau_last * A.sum(-2, keepdim=True) for b, A in zip(bs, As)]
+    """Weights at the end of a full mini-batch: W - τ_b Σ_j a_j^T A_j, b - τ_b Σ_j A_j.
+
+    A float ``-τ_b`` (no autograd needed) lets the scaling fuse into the update kernels.
+    """
+    if isinstance(neg_tau_last, float):
+        new_W = [
+            torch.baddbmm(W, a.transpose(1, 2), A, alpha=neg_tau_last)
+            for W, a, A in zip(Ws, acts, As)
+        ]
+        new_b = [torch.add(b, A.sum(1, keepdim=True), alpha=neg_tau_last) for b, A in zip(bs, As)]
+        return new_W, new_b
+    scaled = [A * neg_tau_last for A in As]
+    new_W = [torch.baddbmm(W, a.transpose(1, 2), A) for W, a, A in zip(Ws, acts, scaled)]
+    new_b = [b + A.sum(1, keepdim=True) for b, A in zip(bs, scaled)]
     return new_W, new_b
 
 
-def rotate_half(x: torch.Tensor) -> torch.Tensor:
-    x1, x2 = x.chunk(2, dim=-1)
-    return torch.cat((-x2, x1), dim=-1)
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin_signed: torch.Tensor) -> torch.Tensor:
+    """x·cos + rotate_half(x)·sin, where rotate_half(x)·sin = roll(x, d/2)·sin_signed."""
+    return (x * cos).addcmul_(x.roll(x.shape[-1] // 2, dims=-1), sin_signed)
 
 
 # ----------------------------------------------------------------------------- small modules
@@ -233,46 +269,69 @@ class TTTLayer(nn.Module):
     def inner_params(self) -> list[torch.Tensor]:
         return [getattr(self, f"{p}{i + 1}") for p in "Wb" for i in range(self.num_inner)]
 
-    def _weights(self, batch: int, state: TTTState | None) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def _weights(
+        self, batch: int, state: TTTState | None
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Inner weights as (B·H, in, out) and biases as (B·H, 1, out)."""
         L = range(1, self.num_inner + 1)
         if state is not None:
-            return [state[f"W{i}"] for i in L], [state[f"b{i}"] for i in L]
-        Ws = [getattr(self, f"W{i}").expand(batch, -1, -1, -1) for i in L]
-        bs = [getattr(self, f"b{i}").expand(batch, -1, -1, -1) for i in L]
-        return Ws, bs
+            Ws, bs = [state[f"W{i}"] for i in L], [state[f"b{i}"] for i in L]
+        else:
+            Ws = [getattr(self, f"W{i}").expand(batch, -1, -1, -1) for i in L]
+            bs = [getattr(self, f"b{i}").expand(batch, -1, -1, -1) for i in L]
+        return [W.reshape(-1, *W.shape[2:]) for W in Ws], [b.reshape(-1, *b.shape[2:]) for b in bs]
+
+    def _store_weights(
+        self, state: TTTState, Ws: list[torch.Tensor], bs: list[torch.Tensor]
+    ) -> None:
+        B, H = state["n"].shape[0], self.num_heads
+        for i, (W, b) in enumerate(zip(Ws, bs), start=1):
+            state[f"W{i}"], state[f"b{i}"] = W.view(B, H, *W.shape[1:]), b.view(B, H, *b.shape[1:])
 
     def init_state(self, batch: int) -> dict[str, torch.Tensor]:
         """Fresh state tensors of this layer for ``batch`` sequences."""
         ref = self.W1
         H, b = self.num_heads, self.mini_batch_size
-        out: dict[str, torch.Tensor] = {"n": torch.zeros(batch, dtype=torch.long, device=ref.device)}
+        out: dict[str, torch.Tensor] = {
+            "n": torch.zeros(batch, dtype=torch.long, device=ref.device)
+        }
         for i in range(self.num_inner):
             out[f"W{i + 1}"] = getattr(self, f"W{i + 1}").detach().expand(batch, -1, -1, -1).clone()
             out[f"b{i + 1}"] = getattr(self, f"b{i + 1}").detach().expand(batch, -1, -1, -1).clone()
             out[f"a{i + 1}"] = ref.new_zeros(batch, H, b, self.dims[i])
             out[f"A{i + 1}"] = ref.new_zeros(batch, H, b, self.dims[i + 1])
         if self.share_qk:
-            out["conv_qk"] = ref.new_zeros(batch, self.conv_kernel - 1, self.num_heads * self.head_dim)
+            out["conv_qk"] = ref.new_zeros(
+                batch, self.conv_kernel - 1, self.num_heads * self.head_dim
+            )
         return out
 
     def _tau(self, dtype: torch.dtype) -> torch.Tensor:
         """τ_i = max(0, 1/i + τ'_i), i = 1..b."""
-        i = torch.arange(1, self.mini_batch_size + 1, device=self.token_idx_offset.device, dtype=dtype)
+        i = torch.arange(
+            1, self.mini_batch_size + 1, device=self.token_idx_offset.device, dtype=dtype
+        )
         return torch.clamp(1.0 / i + self.token_idx_offset.to(dtype), min=0.0)
 
     def _rope(self, dtype: torch.dtype, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        """cos, sin tables (b, d) for positions 0..b-1 (positions are taken mod b)."""
+        """cos and signed sin tables (b, d) for positions 0..b-1 (positions are taken mod b)."""
         d = self.head_dim
-        inv = 1.0 / self.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float64, device=device) / d)
+        inv = 1.0 / self.rope_theta ** (
+            torch.arange(0, d, 2, dtype=torch.float64, device=device) / d
+        )
         ang = torch.arange(self.mini_batch_size, dtype=torch.float64, device=device)[:, None] * inv
-        emb = torch.cat([ang, ang], dim=-1)
-        return emb.cos().to(dtype), emb.sin().to(dtype)
+        cos, sin = torch.cat([ang, ang], dim=-1).cos(), ang.sin()
+        return cos.to(dtype), torch.cat([-sin, sin], dim=-1).to(dtype)
 
     def _ln(self, z: torch.Tensor) -> torch.Tensor:
+        """The inner LayerNorm on (B, H, ·, d)."""
         return inner_layer_norm(z, self.ttt_norm_weight[:, None], self.ttt_norm_bias[:, None])
 
-    def _key_pass(self, k, v, Ws, bs):
-        return key_pass(k, v - k, Ws, bs, self.ttt_norm_weight[:, None], self.ttt_norm_bias[:, None])
+    def _ln_params(self, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inner LayerNorm scale and shift as (B·H, 1, d)."""
+        return self.ttt_norm_weight.repeat(batch, 1)[:, None], self.ttt_norm_bias.repeat(batch, 1)[
+            :, None
+        ]
 
     # -- forward
 
@@ -321,17 +380,18 @@ class TTTLayer(nn.Module):
             out = gelu(self.g_proj(x)) * out
         return self.o_proj(out)
 
-    def _dual(self, q, k, v, lr, state: TTTState | None, lengths: torch.Tensor | None) -> torch.Tensor:
-        """Mini-batch dual form over a chunk, continuing from ``state`` (possibly mid-mini-batch)."""
+    def _dual(
+        self, q, k, v, lr, state: TTTState | None, lengths: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Mini-batch dual form over a chunk, continuing from ``state`` (maybe mid-mini-batch)."""
         B, H, R, d = q.shape
         b, dev = self.mini_batch_size, q.device
-        Ws, bs = self._weights(B, state)
         r = lengths if lengths is not None else torch.full((B,), R, device=dev, dtype=torch.long)
         c = state["n"] % b if state is not None else torch.zeros(B, device=dev, dtype=torch.long)
         shifted = bool((c > 0).any())
         end = c + r  # slot one past each sequence's last token
-        # Lay tokens out in slots u = c + t so every sequence's mini-batches start at multiples of b;
-        # slots < c are the open mini-batch's buffered tokens, taken from the state.
+        # Lay tokens out in slots u = c + t, so every sequence's mini-batches start at multiples
+        # of b; slots < c are the open mini-batch's buffered tokens, taken from the state.
         U = max(b, -(-int(end.max()) // b) * b)
         u = torch.arange(U, device=dev)
         if shifted:
@@ -342,48 +402,60 @@ class TTTLayer(nn.Module):
             lr = lr.gather(2, tc.expand(B, H, U))
         else:
             valid = u[None] < r[:, None]
-            q, k, v = (F.pad(x, (0, 0, 0, U - R)) for x in (q, k, v))
-            lr = F.pad(lr, (0, U - R))
-        vm = valid[:, None, :, None]
-        q, k, v = (torch.where(vm, x, 0.0) for x in (q, k, v))
-        lr = torch.where(valid[:, None, :], lr, 0.0)
+            if U > R:
+                q, k, v = (F.pad(x, (0, 0, 0, U - R)) for x in (q, k, v))
+                lr = F.pad(lr, (0, U - R))
+        if shifted or lengths is not None:  # zero the slots that hold no real token
+            vm = valid[:, None, :, None]
+            q, k, v = (torch.where(vm, x, 0.0) for x in (q, k, v))
+            lr = torch.where(valid[:, None, :], lr, 0.0)
         cos, sin = self._rope(q.dtype, dev)
         cos, sin = cos.repeat(U // b, 1), sin.repeat(U // b, 1)
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
 
-        N = U // b
-        Q, K, V = (x.view(B, H, N, b, d) for x in (q, k, v))
-        LR = lr.view(B, H, N, b, 1)
+        N, BH = U // b, B * H
+        ln_w, ln_b = self._ln_params(B)
+        # Mini-batch-major (N, B·H, b, ·) so that each step of the loop reads contiguous blocks.
+        Q, K = (x.reshape(BH, N, b, d).transpose(0, 1).contiguous() for x in (q, k))
+        # LN shift minus the reconstruction target v - k
+        BT = ln_b - (v - k).reshape(BH, N, b, d).transpose(0, 1)
+        WLR = ln_w * lr.reshape(BH, N, b, 1).transpose(0, 1)  # (N, B·H, b, d)
         tau = self._tau(q.dtype)
-        tau_rows, tau_last = tau[:, None], tau[-1]
+        tau_rows = tau[:, None]
+        neg_tau_last = -tau[-1] if tau.requires_grad else -float(tau[-1])
         tril = torch.ones(b, b, dtype=torch.bool, device=dev).tril()
+        # The first inner layer's scores depend on q, k only: one product for all mini-batches.
+        scores = (Q @ K.transpose(-1, -2) + 1).masked_fill(~tril, 0) * tau_rows
+        Ws, bs = self._weights(B, state)
         L = range(1, self.num_inner + 1)
         if shifted:
-            bufmask = (torch.arange(b, device=dev)[None] < c[:, None])[:, None, :, None]
-        open_mb = end // b  # index of each sequence's open (unfinished) mini-batch
-        wanted = set(open_mb.tolist()) if state is not None else set()
+            bufmask = torch.arange(b, device=dev)[None] < c[:, None]
+            bufmask = bufmask.repeat_interleave(H, 0)[..., None]  # (B·H, b, 1)
+        open_mb = (end // b).tolist()  # each sequence's open (unfinished) mini-batch
+        wanted = set(open_mb) if state is not None else set()
         kept: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
+        min_end, max_end = int(end.min()), int(end.max())
         zs = []
-        for m in range(N):
-            acts, grads = self._key_pass(K[:, :, m], V[:, :, m], Ws, bs)
-            As = [LR[:, :, m] * g for g in grads]
-            if shifted and m == 0:
-                acts = [torch.where(bufmask, state[f"a{i}"], a) for i, a in zip(L, acts)]
-                As = [torch.where(bufmask, state[f"A{i}"], a) for i, a in zip(L, As)]
-            zs.append(query_pass(Q[:, :, m], acts, As, Ws, bs, tau_rows, tril))
+        for m, (Km, Qm, BTm, WLRm, first) in enumerate(zip(K, Q, BT, WLR, scores)):
+            acts, As = key_pass(Km, BTm, WLRm, Ws, bs, ln_w)
+            if shifted and m == 0:  # buffered slots: their inputs and lr·G come from the state
+                acts = [
+                    torch.where(bufmask, state[f"a{i}"].flatten(0, 1), a) for i, a in zip(L, acts)
+                ]
+                As = [torch.where(bufmask, state[f"A{i}"].flatten(0, 1), a) for i, a in zip(L, As)]
+                first = None
+            zs.append(query_pass(Qm, acts, As, Ws, bs, tau_rows, tril, first))
             if m in wanted:
                 kept[m] = (acts, As)
-            full = (m + 1) * b <= end
-            if bool(full.any()):
-                new_W, new_b = commit(Ws, bs, acts, As, tau_last)
-                if bool(full.all()):
+            if (m + 1) * b <= max_end:  # the mini-batch is full for some sequences: commit there
+                new_W, new_b = commit(Ws, bs, acts, As, neg_tau_last)
+                if (m + 1) * b <= min_end:
                     Ws, bs = new_W, new_b
                 else:
-                    f = full[:, None, None, None]
+                    f = ((m + 1) * b <= end).repeat_interleave(H)[:, None, None]
                     Ws = [torch.where(f, n, o) for n, o in zip(new_W, Ws)]
                     bs = [torch.where(f, n, o) for n, o in zip(new_b, bs)]
-        z = q + self._ln(torch.stack(zs, dim=2).view(B, H, U, d))
+        z = self._ln(torch.stack(zs, dim=1).view(B, H, U, d)).add_(q)  # q + LN(z̄)
         if shifted:
             idx = (c[:, None] + torch.arange(R, device=dev)[None]).clamp(max=U - 1)
             z = z.gather(2, idx[:, None, :, None].expand(B, H, R, d))
@@ -392,15 +464,16 @@ class TTTLayer(nn.Module):
 
         if state is not None:
             state["n"] = state["n"] + r
-            for i, W, bb in zip(L, Ws, bs):
-                state[f"W{i}"], state[f"b{i}"] = W, bb
+            self._store_weights(state, Ws, bs)
             for i in L:
                 for name, j in ((f"a{i}", 0), (f"A{i}", 1)):
                     rows = [
-                        kept[o][j][i - 1][s] if o in kept else torch.zeros_like(state[name][s])
-                        for s, o in enumerate(open_mb.tolist())
+                        kept[o][j][i - 1].view(B, H, b, -1)[s]
+                        if o in kept
+                        else torch.zeros_like(state[name][s])
+                        for s, o in enumerate(open_mb)
                     ]
-                    state[name] = torch.stack(rows) if B > 1 else rows[0][None]
+                    state[name] = torch.stack(rows)
         return z
 
     def _step(self, q, k, v, lr, state: TTTState, lengths: torch.Tensor | None) -> torch.Tensor:
@@ -411,29 +484,34 @@ class TTTLayer(nn.Module):
         valid = lengths > 0 if lengths is not None else torch.ones(B, dtype=torch.bool, device=dev)
         cos, sin = self._rope(q.dtype, dev)
         cos, sin = cos[c][:, None, None], sin[c][:, None, None]
-        q = q * cos + rotate_half(q) * sin
-        k = k * cos + rotate_half(k) * sin
+        q = apply_rope(q, cos, sin).view(B * H, 1, d)
+        k = apply_rope(k, cos, sin).view(B * H, 1, d)
+        ln_w, ln_b = self._ln_params(B)
         Ws, bs = self._weights(B, state)
-        acts, grads = self._key_pass(k, v, Ws, bs)
+        bmt, w_lr = ln_b - (v.view(B * H, 1, d) - k), ln_w * lr.reshape(B * H, 1, 1)
+        acts, As = key_pass(k, bmt, w_lr, Ws, bs, ln_w)
         ar = torch.arange(b, device=dev)
-        slot = ((ar[None] == c[:, None]) & valid[:, None])[:, None, :, None]
+        slot = ((ar[None] == c[:, None]) & valid[:, None]).repeat_interleave(H, 0)[..., None]
         L = range(1, self.num_inner + 1)
-        lr = lr[..., None]
-        buf_a = [torch.where(slot, a, state[f"a{i}"]) for i, a in zip(L, acts)]
-        buf_A = [torch.where(slot, lr * g, state[f"A{i}"]) for i, g in zip(L, grads)]
-        mask = (ar[None] <= c[:, None])[:, None, None, :]
+        buf_a = [torch.where(slot, a, state[f"a{i}"].flatten(0, 1)) for i, a in zip(L, acts)]
+        buf_A = [torch.where(slot, A, state[f"A{i}"].flatten(0, 1)) for i, A in zip(L, As)]
+        mask = (ar[None] <= c[:, None]).repeat_interleave(H, 0)[:, None, :]
         tau = self._tau(q.dtype)
-        z = q + self._ln(query_pass(q, buf_a, buf_A, Ws, bs, tau[c].view(B, 1, 1, 1), mask))
+        zbar = query_pass(q, buf_a, buf_A, Ws, bs, tau[c].repeat_interleave(H)[:, None, None], mask)
+        z = q.view(B, H, 1, d) + self._ln(zbar.view(B, H, 1, d))
 
         close = valid & (c == b - 1)
         if bool(close.any()):
-            new_W, new_b = commit(Ws, bs, buf_a, buf_A, tau[-1])
-            f = close[:, None, None, None]
+            new_W, new_b = commit(
+                Ws, bs, buf_a, buf_A, -tau[-1] if tau.requires_grad else -float(tau[-1])
+            )
+            f = close.repeat_interleave(H)[:, None, None]
             Ws = [torch.where(f, n, o) for n, o in zip(new_W, Ws)]
             bs = [torch.where(f, n, o) for n, o in zip(new_b, bs)]
         state["n"] = state["n"] + valid.long()
-        for i, W, bb, a, A in zip(L, Ws, bs, buf_a, buf_A):
-            state[f"W{i}"], state[f"b{i}"], state[f"a{i}"], state[f"A{i}"] = W, bb, a, A
+        self._store_weights(state, Ws, bs)
+        for i, a, A in zip(L, buf_a, buf_A):
+            state[f"a{i}"], state[f"A{i}"] = a.view(B, H, b, -1), A.view(B, H, b, -1)
         return z
 
     def _primal(self, q, k, v, lr) -> torch.Tensor:
@@ -442,11 +520,14 @@ class TTTLayer(nn.Module):
         b = self.mini_batch_size
         cos, sin = self._rope(q.dtype, q.device)
         pos = torch.arange(T, device=q.device) % b
-        q = q * cos[pos] + rotate_half(q) * sin[pos]
-        k = k * cos[pos] + rotate_half(k) * sin[pos]
+        q = apply_rope(q, cos[pos], sin[pos]).reshape(B * H, T, d)
+        k = apply_rope(k, cos[pos], sin[pos]).reshape(B * H, T, d)
+        ln_w, ln_b = self._ln_params(B)
+        BT = ln_b - (v.reshape(B * H, T, d) - k)
+        WLR = ln_w * lr.reshape(B * H, T, 1)
         tau = self._tau(q.dtype)
         W0, b0 = self._weights(B, None)
-        S = [torch.zeros_like(W) for W in W0]
+        S = [torch.zeros_like(W) for W in W0]  # Σ_j lr_j a_j^T G_j over the mini-batch so far
         s = [torch.zeros_like(x) for x in b0]
         outs = []
         for t in range(T):
@@ -456,19 +537,21 @@ class TTTLayer(nn.Module):
                 b0 = [x - tau[-1] * db for x, db in zip(b0, s)]
                 S = [torch.zeros_like(W) for W in W0]
                 s = [torch.zeros_like(x) for x in b0]
-            acts, grads = self._key_pass(k[:, :, t : t + 1], v[:, :, t : t + 1], W0, b0)
-            lr_t = lr[:, :, t, None, None]
-            S = [dW + lr_t * (a.transpose(-1, -2) @ g) for dW, a, g in zip(S, acts, grads)]
-            s = [db + lr_t * g for db, g in zip(s, grads)]
-            Wi = [W - tau[i] * dW for W, dW in zip(W0, S)]
-            bi = [x - tau[i] * db for x, db in zip(b0, s)]
-            x = q[:, :, t : t + 1]
+            kt = k[:, t : t + 1]
+            acts, As = key_pass(kt, BT[:, t : t + 1], WLR[:, t : t + 1], W0, b0, ln_w)
+            S = [torch.baddbmm(dW, a.transpose(1, 2), A) for dW, a, A in zip(S, acts, As)]
+            s = [db + A for db, A in zip(s, As)]
+            tau_i = tau[i]
+            Wi = [W - tau_i * dW for W, dW in zip(W0, S)]
+            bi = [x - tau_i * db for x, db in zip(b0, s)]
+            x = q[:, t : t + 1]
             for j, (W, bb) in enumerate(zip(Wi, bi)):
-                x = x @ W + bb
+                x = torch.baddbmm(bb, x, W)
                 if j < len(Wi) - 1:
                     x = gelu(x)
             outs.append(x)
-        return q + self._ln(torch.cat(outs, dim=2))
+        zbar = torch.cat(outs, dim=1).view(B, H, T, d)
+        return q.view(B, H, T, d) + self._ln(zbar)
 
 
 class TTTLinear(TTTLayer):

@@ -1,12 +1,15 @@
 """TTT language model: blocks, `TTTModel` and `TTTForCausalLM` (transformers + GenerationMixin).
 
-Padding is handled once, at the model level: each sequence's real tokens (``attention_mask == 1``) are
-gathered to the front ("compacted"), the blocks see ``lengths`` real tokens per row, and the outputs
-are scattered back (padded positions get zero hidden states and zero logits). Left, right or any
-other padding therefore never touches the recurrent state.
+Padding is handled once, at the model level: each sequence's real tokens
+(``attention_mask == 1``) are gathered to the front ("compacted"), the blocks see ``lengths``
+real tokens per row, and the outputs are scattered back (padded positions get zero hidden states
+and zero logits). Left, right or any other padding therefore never touches the recurrent state.
 """
 
 from __future__ import annotations
+
+import math
+from typing import ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -21,7 +24,10 @@ from itc.ttt.state import TTTCache, TTTState
 
 
 class TTTBlock(nn.Module):
-    """[RMSNorm → causal conv → residual] (Mamba backbone) → RMSNorm → TTT → residual → RMSNorm → SwiGLU → residual."""
+    """One block: RMSNorm → TTT → residual → RMSNorm → SwiGLU → residual.
+
+    The Mamba backbone first adds RMSNorm → causal depthwise conv → residual.
+    """
 
     def __init__(self, config: TTTConfig, layer_idx: int):
         super().__init__()
@@ -40,7 +46,9 @@ class TTTBlock(nn.Module):
     def init_state(self, batch: int) -> TTTState:
         tensors = self.ttt.init_state(batch)
         if self.pre_conv:
-            tensors["conv_pre"] = self.conv.weight.new_zeros(batch, self.conv_kernel - 1, self.conv.in_channels)
+            tensors["conv_pre"] = self.conv.weight.new_zeros(
+                batch, self.conv_kernel - 1, self.conv.in_channels
+            )
         return TTTState(tensors)
 
     def forward(
@@ -48,7 +56,10 @@ class TTTBlock(nn.Module):
     ) -> torch.Tensor:
         if self.pre_conv:
             ext, conv_state = conv_extend(
-                self.conv_norm(h), state["conv_pre"] if state is not None else None, lengths, self.conv_kernel
+                self.conv_norm(h),
+                state["conv_pre"] if state is not None else None,
+                lengths,
+                self.conv_kernel,
             )
             if state is not None:
                 state["conv_pre"] = conv_state
@@ -62,8 +73,8 @@ class TTTPreTrainedModel(PreTrainedModel):
     config_class = TTTConfig
     base_model_prefix = "model"
     supports_gradient_checkpointing = False
-    _no_split_modules = ["TTTBlock"]
-    _skip_keys_device_placement = ["past_key_values"]
+    _no_split_modules: ClassVar[list[str]] = ["TTTBlock"]
+    _skip_keys_device_placement: ClassVar[list[str]] = ["past_key_values"]
     _is_stateful = True  # a recurrent state cannot be rolled back (no assisted decoding)
 
     @classmethod
@@ -72,16 +83,23 @@ class TTTPreTrainedModel(PreTrainedModel):
         return False
 
     def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, nn.Conv1d):
+            # The depthwise causal convs keep PyTorch's default init, as in the reference code
+            # (N(0, 0.02) on a 4-tap depthwise kernel would all but erase q and k at the start).
+            init.kaiming_uniform_(module.weight, a=math.sqrt(5))
+            bound = 1 / math.sqrt(module.weight.shape[1] * module.weight.shape[2])
+            init.uniform_(module.bias, -bound, bound)
+            return
         super()._init_weights(module)
         if isinstance(module, TTTLayer):
             for i in range(module.num_inner):
-                init.normal_(getattr(module, f"W{i + 1}"), mean=0.0, std=self.config.initializer_range)
+                init.normal_(
+                    getattr(module, f"W{i + 1}"), mean=0.0, std=self.config.initializer_range
+                )
                 init.zeros_(getattr(module, f"b{i + 1}"))
             init.ones_(module.ttt_norm_weight)
             init.zeros_(module.ttt_norm_bias)
             init.zeros_(module.token_idx_offset)
-        elif isinstance(module, RMSNorm):
-            init.ones_(module.weight)
 
 
 def _compaction(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -125,9 +143,13 @@ class TTTModel(TTTPreTrainedModel):
         columns are used). With a cache the forward continues from it and updates it in place."""
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("pass exactly one of input_ids and inputs_embeds")
-        use_cache = use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        use_cache = (
+            use_cache if use_cache is not None else (self.config.use_cache and not self.training)
+        )
         output_hidden_states = (
-            output_hidden_states if output_hidden_states is not None else self.config.output_hidden_states
+            output_hidden_states
+            if output_hidden_states is not None
+            else self.config.output_hidden_states
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         h = self.embed_tokens(input_ids) if inputs_embeds is None else inputs_embeds
@@ -140,9 +162,11 @@ class TTTModel(TTTPreTrainedModel):
             if not cache.is_initialized:
                 cache.layers = self.init_cache(B).layers
             elif cache.batch_size != B:
-                # generate(num_return_sequences=n) expands the inputs but not a cache the caller passed
+                # generate(num_return_sequences=n) expands the inputs, not a cache the caller passed
                 if B % cache.batch_size:
-                    raise ValueError(f"cache batch {cache.batch_size} does not divide input batch {B}")
+                    raise ValueError(
+                        f"cache batch {cache.batch_size} does not divide input batch {B}"
+                    )
                 cache.batch_repeat_interleave(B // cache.batch_size)
 
         lengths = order = None
@@ -159,7 +183,9 @@ class TTTModel(TTTPreTrainedModel):
                 return x
             out = x.new_zeros(B, T, x.shape[-1])
             valid = torch.arange(order.shape[1], device=x.device)[None] < lengths[:, None]
-            return out.scatter(1, order[..., None].expand(-1, -1, x.shape[-1]), torch.where(valid[..., None], x, 0))
+            return out.scatter(
+                1, order[..., None].expand(-1, -1, x.shape[-1]), torch.where(valid[..., None], x, 0)
+            )
 
         all_hidden = [] if output_hidden_states else None
         if h.shape[1] > 0:
@@ -182,9 +208,9 @@ class TTTModel(TTTPreTrainedModel):
 
 
 class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
-    """TTT language model with a recurrent `TTTCache` (constant memory per sequence in `generate`)."""
+    """TTT language model with a recurrent `TTTCache` (constant memory per sequence)."""
 
-    _tied_weights_keys = {"lm_head.weight": "model.embed_tokens.weight"}
+    _tied_weights_keys: ClassVar[dict[str, str]] = {"lm_head.weight": "model.embed_tokens.weight"}
 
     def __init__(self, config: TTTConfig):
         super().__init__(config)
@@ -221,7 +247,7 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
         logits_to_keep: int | torch.Tensor = 0,
         **kwargs,
     ) -> CausalLMOutputWithPast | tuple:
-        """Causal LM forward; ``labels`` are shifted inside (-100 and padded positions are ignored)."""
+        """Causal LM forward; ``labels`` are shifted inside (-100 and padding are ignored)."""
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         outputs = self.model(
             input_ids=input_ids,
@@ -233,7 +259,9 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
             return_dict=True,
         )
         h = outputs.last_hidden_state
-        slice_indices = slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        slice_indices = (
+            slice(-logits_to_keep, None) if isinstance(logits_to_keep, int) else logits_to_keep
+        )
         logits = self.lm_head(h[:, slice_indices, :])
 
         loss = None
@@ -241,10 +269,15 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
             if attention_mask is not None:
                 labels = labels.masked_fill(attention_mask[:, -labels.shape[1] :] == 0, -100)
             shift_logits = logits[:, :-1].reshape(-1, logits.shape[-1]).float()
-            loss = F.cross_entropy(shift_logits, labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100)
+            loss = F.cross_entropy(
+                shift_logits, labels[:, 1:].reshape(-1).to(logits.device), ignore_index=-100
+            )
 
         out = CausalLMOutputWithPast(
-            loss=loss, logits=logits, past_key_values=outputs.past_key_values, hidden_states=outputs.hidden_states
+            loss=loss,
+            logits=logits,
+            past_key_values=outputs.past_key_values,
+            hidden_states=outputs.hidden_states,
         )
         return out if return_dict else out.to_tuple()
 
@@ -258,17 +291,20 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
         is_first_iteration: bool | None = False,
         **kwargs,
     ) -> dict:
-        """Feed only the tokens the cache has not seen: the prompt first, then one new token a step."""
+        """Feed only tokens the cache has not seen: the prompt first, then one token a step."""
         # generate() passes next_sequence_length=1 after the prefill (and the unseen length when it
         # is given a filled cache plus the full ids), so only the new tokens reach the cache.
         if next_sequence_length == 0:
             raise ValueError(
-                "the cache has already seen every input token; prefill all but the last prompt token "
+                "the cache has already seen every input token; prefill all but the last prompt "
+                "token "
                 "into it, then pass the full prompt to generate()"
             )
         model_inputs: dict = {}
         if inputs_embeds is not None and is_first_iteration:
-            emb = inputs_embeds[:, -next_sequence_length:] if next_sequence_length else inputs_embeds
+            emb = (
+                inputs_embeds[:, -next_sequence_length:] if next_sequence_length else inputs_embeds
+            )
             model_inputs["inputs_embeds"] = emb
         else:
             ids = input_ids[:, -next_sequence_length:] if next_sequence_length else input_ids

@@ -50,10 +50,15 @@ class TTTState:
     def detach(self) -> TTTState:
         return self._map(lambda t: t.detach())
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> TTTState:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> TTTState:
         # Only floating tensors change dtype; the token counter stays an integer.
         return TTTState(
-            {k: v.to(device=device, dtype=dtype if v.is_floating_point() else None) for k, v in self.tensors.items()}
+            {
+                k: v.to(device=device, dtype=dtype if v.is_floating_point() else None)
+                for k, v in self.tensors.items()
+            }
         )
 
     def index_select(self, index: torch.Tensor) -> TTTState:
@@ -78,7 +83,8 @@ class TTTCache:
     The in-place methods ``reorder_cache``, ``batch_select_indices`` and ``batch_repeat_interleave``
     follow transformers' cache API; ``copy``, ``index_select``, ``repeat_interleave``, ``cat`` and
     ``[i]`` return new caches. To sample n continuations of a prefix, feed all but the prompt's last
-    token into a cache, then ``generate(prompt, past_key_values=cache.copy(), num_return_sequences=n)``
+    token into a cache, then
+    ``generate(prompt, past_key_values=cache.copy(), num_return_sequences=n)``
     (the cache is repeated to the expanded batch on the first forward), or fork it by hand with
     ``cache.repeat_interleave(n)``.
     """
@@ -133,7 +139,9 @@ class TTTCache:
     def detach(self) -> TTTCache:
         return self._new(s.detach() for s in self.layers)
 
-    def to(self, device: torch.device | str | None = None, dtype: torch.dtype | None = None) -> TTTCache:
+    def to(
+        self, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> TTTCache:
         return self._new(s.to(device, dtype) for s in self.layers)
 
     def index_select(self, index: torch.Tensor) -> TTTCache:
@@ -158,4 +166,7 @@ class TTTCache:
         self.layers = [s.repeat_interleave(repeats) for s in self.layers]
 
     def __repr__(self) -> str:
-        return f"TTTCache(layers={len(self.layers)}, batch={self.batch_size}, seen_tokens={self.seen_tokens})"
+        return (
+            f"TTTCache(layers={len(self.layers)}, batch={self.batch_size}, "
+            f"seen_tokens={self.seen_tokens})"
+        )

@@ -1,0 +1,71 @@
+"""PRM scoring behind one interface: ``PRM.score(problems, candidates) -> per-step scores``.
+
+- Formats (``prm.format.type``): ``qwen_prm`` (Qwen2.5-Math-PRM), ``math_shepherd``,
+  ``rlhflow``; see :mod:`prm.scoring.formats`.
+- Backends (``prm.backend``): ``vllm`` (pooling runner) and ``hf`` (transformers).
+- Aggregations over steps: ``last``, ``min``, ``product``, ``mean`` (:func:`aggregate`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from prm.scoring.aggregate import AGGREGATIONS, aggregate
+from prm.scoring.base import PRM, PRMInputTooLongError
+from prm.scoring.formats import (
+    FORMATS,
+    Encoded,
+    MathShepherdFormat,
+    PRMFormat,
+    QwenPRMFormat,
+    RLHFlowFormat,
+    build_format,
+)
+from prm.scoring.modeling import Qwen2ForProcessRewardModel
+
+BACKENDS = ("vllm", "hf")
+
+
+def build_prm(cfg: DictConfig | dict[str, Any], seed: int = 0) -> PRM:
+    """Make a PRM from a ``prm`` config group entry."""
+    c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    backend = c.get("backend")
+    if backend not in BACKENDS:
+        raise ValueError(f"prm.backend={backend!r} is not one of {', '.join(BACKENDS)}")
+    common = dict(
+        name=c["name"],
+        model=c["model"],
+        format=build_format(c["format"]),
+        tokenizer=c.get("tokenizer"),
+        dtype=c.get("dtype", "auto"),
+        max_model_len=c["max_model_len"],
+        aggregation=c.get("aggregation", "min"),
+        trust_remote_code=c.get("trust_remote_code", False),
+    )
+    if backend == "vllm":
+        from prm.scoring.vllm_backend import VLLMPRM
+
+        return VLLMPRM(**common, seed=seed, **(c.get("vllm") or {}))
+    from prm.scoring.hf_backend import HFPRM
+
+    return HFPRM(**common, **(c.get("hf") or {}))
+
+
+__all__ = [
+    "AGGREGATIONS",
+    "BACKENDS",
+    "FORMATS",
+    "PRM",
+    "Encoded",
+    "MathShepherdFormat",
+    "PRMFormat",
+    "PRMInputTooLongError",
+    "Qwen2ForProcessRewardModel",
+    "QwenPRMFormat",
+    "RLHFlowFormat",
+    "aggregate",
+    "build_format",
+    "build_prm",
+]

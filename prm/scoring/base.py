@@ -1,0 +1,94 @@
+"""The PRM interface: per-step scores for candidate solutions, batched."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+from transformers import PreTrainedTokenizerBase
+
+from itc.types import Candidate
+from prm.scoring.aggregate import AGGREGATIONS, aggregate
+from prm.scoring.formats import Encoded, PRMFormat
+
+
+class PRMInputTooLongError(ValueError):
+    """A candidate's PRM input does not fit the model's context."""
+
+
+class PRM(ABC):
+    """A process reward model: the probability that each step of a solution is good.
+
+    Backends implement :meth:`_score_encoded`; formatting, batching across problems and
+    candidates, and token accounting live here.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        format: PRMFormat,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        max_model_len: int,
+        aggregation: str = "min",
+    ) -> None:
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"aggregation {aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
+        self.name = name
+        self.format = format
+        self.tokenizer = tokenizer
+        self.max_model_len = max_model_len
+        self.aggregation = aggregation
+        self.tokens_scored = 0  # input tokens processed so far (for compute accounting)
+
+    @property
+    @abstractmethod
+    def num_parameters(self) -> int: ...
+
+    @abstractmethod
+    def _score_encoded(self, encoded: Sequence[Encoded]) -> list[list[float]]:
+        """One score in [0, 1] per position of each input, all inputs in one batch."""
+
+    def encode(self, problem: str, steps: Sequence[str]) -> Encoded:
+        enc = self.format.encode(self.tokenizer, problem, steps)
+        if len(enc.input_ids) > self.max_model_len:
+            raise PRMInputTooLongError(
+                f"PRM input of {len(enc.input_ids)} tokens exceeds max_model_len={self.max_model_len}"
+            )
+        return enc
+
+    def score(
+        self, problems: Sequence[str], candidates: Sequence[Sequence[Sequence[str]]]
+    ) -> list[list[list[float]]]:
+        """``scores[i][j][k]``: the score of step k of candidate j of problem i.
+
+        ``candidates[i]`` holds problem i's candidates, each a list of step strings; a
+        candidate with no steps gets ``[]``. Everything goes to the backend as one batch.
+        """
+        if len(problems) != len(candidates):
+            raise ValueError(f"{len(problems)} problems but {len(candidates)} candidate lists")
+        where, batch = [], []
+        for i, (problem, cands) in enumerate(zip(problems, candidates)):
+            for j, steps in enumerate(cands):
+                if steps:
+                    where.append((i, j))
+                    batch.append(self.encode(problem, list(steps)))
+        flat = self._score_encoded(batch) if batch else []
+        self.tokens_scored += sum(len(e.input_ids) for e in batch)
+        out: list[list[list[float]]] = [[[] for _ in cands] for cands in candidates]
+        for (i, j), scores in zip(where, flat):
+            out[i][j] = scores
+        return out
+
+    def aggregate(self, step_scores: Sequence[float], how: str | None = None) -> float:
+        return aggregate(step_scores, how or self.aggregation)
+
+    def score_candidates(
+        self, problems: Sequence[str], candidates: Sequence[Sequence[Candidate]]
+    ) -> None:
+        """Fill ``step_scores`` and ``score`` (this PRM's aggregation) of each candidate."""
+        scores = self.score(problems, [[c.steps for c in cands] for cands in candidates])
+        for cands, per_problem in zip(candidates, scores):
+            for cand, step_scores in zip(cands, per_problem):
+                cand.step_scores = step_scores
+                cand.score = self.aggregate(step_scores)
