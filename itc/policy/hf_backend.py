@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
+import itc.ttt  # noqa: F401  (registers TTT checkpoints with the Auto classes)
 from itc.policy.base import Policy, PromptConfig, SamplingConfig
 from itc.types import Completion
 

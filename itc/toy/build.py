@@ -53,7 +53,7 @@ class ToyPolicySpec:
     num_heads: int = 2
     intermediate_size: int = 512
     max_position_embeddings: int = 1024
-    train_steps: int = 1000
+    train_steps: int = 1300
     batch_size: int = 32
     learning_rate: float = 3e-3
     warmup_steps: int = 50
