@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import atexit
+import gc
 import json
 import logging
 from collections.abc import Sequence
@@ -15,6 +17,20 @@ log = logging.getLogger(__name__)
 # Engines are expensive to start (tens of seconds on a CPU), so one engine per distinct
 # configuration lives for the whole process: a Hydra multirun or a test session reuses it.
 _ENGINES: dict[str, Any] = {}
+
+
+def shutdown_engines() -> None:
+    """Stop every cached engine (runs at exit, before logging closes its streams)."""
+    for llm in _ENGINES.values():
+        try:
+            llm.llm_engine.engine_core.shutdown()
+        except Exception:  # noqa: BLE001 - best effort at exit
+            pass
+    _ENGINES.clear()
+    gc.collect()
+
+
+atexit.register(shutdown_engines)
 
 
 def get_engine(**engine_kwargs: Any):
