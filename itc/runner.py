@@ -21,7 +21,7 @@ from strategies import build_strategy
 log = logging.getLogger(__name__)
 
 # The parts of the config that decide what a result means; a resumed run must match them.
-IDENTITY_KEYS = ("policy", "dataset", "strategy", "seed")
+IDENTITY_KEYS = ("policy", "dataset", "strategy", "prm", "seed")
 
 
 class ConfigMismatchError(ValueError):
@@ -84,8 +84,24 @@ def to_record(problem: Problem, result: StrategyResult, wall_seconds: float) -> 
     }
 
 
-def run_experiment(cfg: DictConfig, run_dir: str | Path, policy: Policy | None = None) -> dict[str, Any]:
-    """Run (or resume) one configuration in ``run_dir``; returns the metrics written."""
+def _score_unscored(prm: Any, problems: list[Problem], results: list[StrategyResult]) -> None:
+    """PRM scores for candidates the strategy left unscored, in one batched call."""
+    todo = [
+        (p, [c for c in r.candidates if c.step_scores is None]) for p, r in zip(problems, results)
+    ]
+    todo = [(p, cands) for p, cands in todo if cands]
+    if todo:
+        prm.score_candidates([p.problem for p, _ in todo], [cands for _, cands in todo])
+
+
+def run_experiment(
+    cfg: DictConfig, run_dir: str | Path, policy: Policy | None = None, prm: Any = None
+) -> dict[str, Any]:
+    """Run (or resume) one configuration in ``run_dir``; returns the metrics written.
+
+    With a ``prm`` group selected, every candidate's steps are scored (``step_scores`` and
+    the aggregated ``score``) unless the strategy already did so.
+    """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     problems = load_problems(cfg.dataset)
@@ -99,6 +115,10 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, policy: Policy | None =
         log.info("Resuming in %s: %d done, %d to go", run_dir, len(store.records), len(todo))
     if todo:
         policy = policy or build_policy(cfg.policy, seed=cfg.seed)
+        if prm is None and cfg.get("prm") is not None:
+            from prm.scoring import build_prm
+
+            prm = build_prm(cfg.prm, seed=cfg.seed)
         for p in todo:  # fail before any work if a prompt cannot fit
             policy.check_prompt(policy.format_prompt(p.problem), what=f"problem {p.id!r}")
         batch_size = int(cfg.get("batch_size", 64))
@@ -106,7 +126,9 @@ def run_experiment(cfg: DictConfig, run_dir: str | Path, policy: Policy | None =
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
                 t0 = time.perf_counter()
-                results = strategy.run(batch, policy, None)
+                results = strategy.run(batch, policy, prm)
+                if prm is not None:
+                    _score_unscored(prm, batch, results)
                 per_problem = (time.perf_counter() - t0) / len(batch)
                 for problem, result in zip(batch, results):
                     store.append(to_record(problem, result, per_problem))

@@ -24,6 +24,26 @@ def compose_run(overrides: list[str] | None = None):
         return compose(config_name="run", overrides=overrides or [], return_hydra_config=False)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _stop_vllm_engines_at_session_end():
+    """Stop cached engines while pytest's output streams are still open."""
+    yield
+    from itc.policy.vllm_backend import shutdown_engines
+
+    shutdown_engines()
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Tiny shapes gain nothing from threads; spinning OpenMP threads stall on a busy machine."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def toy_policy_path() -> Path:
     from itc.toy.build import policy_path

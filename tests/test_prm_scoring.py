@@ -303,3 +303,22 @@ def test_vllm_matches_hf(vllm_prms, hf_prms, fmt):
     assert math.isclose(
         vllm_prms[fmt].aggregate(v[0][0]), aggregate(v[0][0], vllm_prms[fmt].aggregation)
     )
+
+
+@pytest.mark.vllm
+def test_itc_run_scores_every_candidate_with_the_selected_prm(tmp_path, vllm_policy, hf_prms):
+    import json
+
+    from conftest import VLLM_TEST_OVERRIDES, compose_run
+    from itc.runner import run_experiment
+
+    cfg = compose_run(VLLM_TEST_OVERRIDES + ["dataset.num_problems=3", "n=2", "prm=qwen2.5-math-prm-7b"])
+    assert cfg.prm.format.type == "qwen_prm"
+    run_experiment(cfg, tmp_path, policy=vllm_policy, prm=hf_prms["qwen_prm"])
+    records = [json.loads(x) for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 3
+    for rec in records:
+        for cand in rec["candidates"]:
+            assert len(cand["step_scores"]) == len(cand["steps"])
+            assert 0.0 <= cand["score"] <= 1.0
+    assert compose_run([]).get("prm") is None  # no PRM unless one is selected

@@ -13,13 +13,7 @@ from itc.ttt import TTTCache, TTTConfig, TTTForCausalLM
 VARIANTS = [(t, b) for t in ("linear", "mlp") for b in ("transformer", "mamba")]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny shapes gain nothing from threads; spinning OpenMP threads stall on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 VOCAB = 61
