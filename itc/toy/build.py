@@ -195,7 +195,6 @@ def policy_path(spec: ToyPolicySpec | None = None, progress: bool = True) -> Pat
         tmp = root / f"policy-{key}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         stats = train_policy(spec, tmp, progress=progress)
         (tmp / "build_info.json").write_text(
             json.dumps({"spec": asdict(spec), **stats}, indent=2)
