@@ -30,3 +30,18 @@ def test_built_policy_is_a_small_vllm_servable_checkpoint(toy_policy_path):
     assert info["parameters"] < 2_000_000
     model = AutoModelForCausalLM.from_pretrained(toy_policy_path)
     assert sum(p.numel() for p in model.parameters()) == info["parameters"]
+
+
+def test_both_toy_architectures_build_from_the_spec():
+    from transformers import AutoModelForCausalLM as Auto
+
+    from itc.toy.build import ToyPolicySpec, model_config
+
+    tok = build_tokenizer()
+    for arch, cls in [("gpt2", "GPT2LMHeadModel"), ("qwen2", "Qwen2ForCausalLM")]:
+        model = Auto.from_config(model_config(ToyPolicySpec(architecture=arch), tok))
+        assert type(model).__name__ == cls
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown toy architecture"):
+        model_config(ToyPolicySpec(architecture="mamba"), tok)

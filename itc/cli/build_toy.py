@@ -3,6 +3,7 @@
     itc-build-toy                 # build if missing, print the cached path
     itc-build-toy --evaluate      # also sample held-out problems with vLLM and report
                                   # pass@1 by level and majority@N over the same samples
+    itc-build-toy --architecture qwen2 --evaluate   # the same with a RoPE (Qwen2) backbone
 """
 
 from __future__ import annotations
@@ -53,11 +54,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=16, help="samples per problem (default 16)")
     parser.add_argument("--temperature", type=float, default=0.8)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--architecture", choices=["gpt2", "qwen2"], default="gpt2",
+        help="backbone of the toy policy (default gpt2, the one every config uses)",
+    )
     args = parser.parse_args(argv)
 
-    from itc.toy.build import policy_path
+    from itc.toy.build import ToyPolicySpec, policy_path
 
-    path = policy_path()
+    path = policy_path(ToyPolicySpec(architecture=args.architecture))
     info = json.loads((path / "build_info.json").read_text())
     print(f"toy policy: {path} ({info['parameters']:,} parameters, trained in {info['train_seconds']} s)")
     if args.evaluate:

@@ -46,7 +46,8 @@ class ToyPolicySpec:
     # "gpt2" (learned absolute positions) or "qwen2" (RoPE). With a fixed prompt layout the
     # next operation sits at a fixed absolute position, a lookup GPT-2's position table
     # learns in minutes; with RoPE it needs an induction head, which 2 layers did not form
-    # within the build budget (measured: pass@1 near 10% beyond two operations).
+    # within the build budget (`itc-build-toy --architecture qwen2 --evaluate`: pass@1 0.11,
+    # 0.03, 0.03 at levels 3-5 against GPT-2's 0.48, 0.33, 0.11).
     architecture: str = "gpt2"
     hidden_size: int = 128
     num_layers: int = 2
