@@ -22,3 +22,14 @@ def fingerprint(*parts: str | bytes) -> str:
         h.update(part.encode() if isinstance(part, str) else part)
         h.update(b"\0")
     return h.hexdigest()[:16]
+
+
+def _register_resolver() -> None:
+    """``${itc_cache:sub/dir}`` in configs: a path under :func:`cache_dir`."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("itc_cache"):
+        OmegaConf.register_new_resolver("itc_cache", lambda sub="": str(cache_dir() / sub))
+
+
+_register_resolver()

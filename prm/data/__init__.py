@@ -2,7 +2,7 @@
 
 - :class:`StepLabelled`: problem, steps, per-step labels in [0, 1] (hard: 1.0 good / 0.0 bad
   after the neutral policy; soft: fraction of good rollouts), gold answer, source, meta.
-- :func:`load_prm800k`, :func:`load_math_shepherd`, :func:`read_jsonl` return a
+- :func:`load_prm800k`, :func:`load_math_shepherd`, :func:`load_processbench`, :func:`read_jsonl` return a
   :class:`LoadResult` (``records``, ``skipped``, ``skipped_where``, ``excluded``; it iterates
   and indexes like its record list). Malformed records raise :class:`PRMDataError`
   (``file:line: reason``) unless ``skip_bad=True``, which counts them, lists where, and logs
@@ -12,6 +12,7 @@
 """
 
 from prm.data.math_shepherd import TAG, load_math_shepherd, parse_math_shepherd
+from prm.data.processbench import load_processbench
 from prm.data.prm800k import NEUTRAL_POLICIES, load_prm800k
 from prm.data.records import (
     SOURCES,
@@ -33,6 +34,7 @@ __all__ = [
     "StepLabelled",
     "export_trl",
     "load_math_shepherd",
+    "load_processbench",
     "load_prm800k",
     "parse_math_shepherd",
     "read_jsonl",

@@ -16,7 +16,7 @@ from itc.data import DatasetError
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("prm800k", "math_shepherd", "auto", "toy")
+SOURCES = ("prm800k", "math_shepherd", "processbench", "auto", "toy")
 TRL_THRESHOLD = 0.5
 
 
@@ -73,6 +73,16 @@ class StepLabelled:
     def first_error(self, threshold: float = TRL_THRESHOLD) -> int:
         """Index of the first step labelled below ``threshold``, or -1 (ProcessBench style)."""
         return next((i for i, x in enumerate(self.labels) if x < threshold), -1)
+
+    def up_to_first_error(self, threshold: float = TRL_THRESHOLD) -> StepLabelled:
+        """The record ended at its first bad step, as PRM800K's phase-2 labellers stopped."""
+        k = self.first_error(threshold)
+        if k < 0:
+            return self
+        return StepLabelled(
+            self.problem, self.steps[: k + 1], self.labels[: k + 1], self.gold_answer,
+            self.source, dict(self.meta),
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -31,12 +31,14 @@ BACKENDS = ("vllm", "hf")
 def build_prm(cfg: DictConfig | dict[str, Any], seed: int = 0) -> PRM:
     """Make a PRM from a ``prm`` config group entry."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    from prm.toy import resolve_prm_model
+
     backend = c.get("backend")
     if backend not in BACKENDS:
         raise ValueError(f"prm.backend={backend!r} is not one of {', '.join(BACKENDS)}")
     common = dict(
         name=c["name"],
-        model=c["model"],
+        model=resolve_prm_model(c["model"]),
         format=build_format(c["format"]),
         tokenizer=c.get("tokenizer"),
         dtype=c.get("dtype", "auto"),

@@ -1,0 +1,110 @@
+"""``itc-eval-prm``: evaluate a PRM (a Hydra app, ``configs/eval_prm.yaml``).
+
+    itc-eval-prm                       # the toy PRM on held-out embedded-world solutions
+    itc-eval-prm prm=toy-orm           # the ORM baseline, same samples (same seed)
+    itc-eval-prm --help
+
+Prints a summary and writes the full JSON report to ``output``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+
+log = logging.getLogger("itc.eval_prm")
+
+FILE_FORMATS = ("prm800k", "processbench", "math_shepherd", "step_labelled")
+
+
+def load_file(spec: dict, neutral: str):
+    from prm.data import load_math_shepherd, load_processbench, load_prm800k, read_jsonl
+
+    fmt, path = spec.get("format"), spec.get("path")
+    if fmt not in FILE_FORMATS or not path:
+        raise ValueError(
+            f"each entry of files needs a path and a format in {', '.join(FILE_FORMATS)}; got {spec}"
+        )
+    if fmt == "prm800k":
+        return list(load_prm800k(path, neutral=neutral))
+    if fmt == "processbench":
+        return list(load_processbench(path))
+    if fmt == "math_shepherd":
+        return list(load_math_shepherd(path))
+    return list(read_jsonl(path))
+
+
+def run(cfg: DictConfig) -> dict:
+    from evals.prm_eval import clean, file_report, toy_report
+    from itc.policy import build_policy
+    from itc.results import write_json_atomic
+    from prm.scoring import build_prm
+
+    c = OmegaConf.to_container(cfg, resolve=True)
+    files = [load_file(spec, c["prm800k_neutral"]) for spec in c["files"]]  # fail fast on bad input
+    prm = build_prm(cfg.prm, seed=cfg.seed)
+    report: dict = {"prm": c["prm"]["name"], "model": prm_model_path(prm, c), "aggregation": prm.aggregation}
+    if c["toy"]["enabled"]:
+        t = c["toy"]
+        policy = build_policy(cfg.policy, seed=cfg.seed)
+        report["toy"] = toy_report(
+            policy, prm, t["num_problems"], t["calibration_problems"], t["samples_per_problem"],
+            t["calibration_samples"], t["ns"], t["levels"], cfg.seed,
+        )
+    report["files"] = {
+        spec["path"]: file_report(prm, records) for spec, records in zip(c["files"], files)
+    }
+    report["prm_tokens_scored"] = prm.tokens_scored
+    report = clean(report)
+    write_json_atomic(Path(c["output"]), report)
+    return report
+
+
+def prm_model_path(prm, c: dict) -> str:
+    return str(getattr(prm, "_model_path", None) or c["prm"]["model"])
+
+
+def _f(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3f}"
+
+
+def summary_lines(report: dict) -> list[str]:
+    lines = []
+    sections = ([("toy", report["toy"])] if "toy" in report else []) + list(report["files"].items())
+    for name, r in sections:
+        pb = r["processbench"]
+        lines.append(
+            f"{name}: ProcessBench F1 {_f(pb['f1'])} (flawed {_f(pb['accuracy_flawed'])}, "
+            f"correct {_f(pb['accuracy_correct'])}, threshold {pb['threshold']}), "
+            f"step ROC-AUC {_f(r['step_roc_auc'])}"
+        )
+    for n, row in report.get("toy", {}).get("best_of_n", {}).items():
+        lines.append(f"N={n}: " + ", ".join(f"{k} {_f(v)}" for k, v in row.items()))
+    return lines
+
+
+@hydra.main(version_base="1.3", config_path="pkg://configs", config_name="eval_prm")
+def main(cfg: DictConfig) -> None:
+    from prm.data import PRMDataError
+    from prm.scoring import PRMInputTooLongError
+
+    try:
+        report = run(cfg)
+    except (PRMDataError, PRMInputTooLongError, FileNotFoundError, ValueError) as e:
+        log.error("%s", e)
+        print(f"itc-eval-prm: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    for line in summary_lines(report):
+        log.info("%s", line)
+    log.info("report: %s", cfg.output)
+    print(json.dumps({k: v for k, v in report.items() if k != "files"} | {"files": list(report["files"])}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""``itc-train-prm``: train a PRM or its ORM baseline (a Hydra app, ``configs/train_prm.yaml``).
+
+    itc-train-prm                       # the embedded world's PRM (cached; prm=toy uses it)
+    itc-train-prm objective=orm         # the outcome-reward baseline (prm=toy-orm)
+    itc-train-prm --help                # every option
+
+Writes ``<output_dir>/checkpoint`` and ``<output_dir>/train_report.json``; a rerun after an
+interruption resumes from the last Trainer checkpoint, and a finished run is kept unless
+``overwrite=true``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+
+log = logging.getLogger("itc.train_prm")
+
+
+def run(cfg: DictConfig, release_engines: bool = True) -> dict:
+    """Build the data mix, train, save; returns the report (an existing one if trained)."""
+    from itc.cache import fingerprint
+    from itc.policy import build_policy, resolve_model_path
+    from itc.policy.vllm_backend import shutdown_engines
+    from itc.results import write_json_atomic
+    from prm.data.mix import build_mix
+    from prm.scoring.formats import build_format
+    from prm.training import load_tokenizer, make_model, step_count_summary, train
+
+    out = Path(cfg.output_dir)
+    report_path = out / "train_report.json"
+    if report_path.exists() and (out / "checkpoint").is_dir() and not cfg.overwrite:
+        log.info("%s is already trained (overwrite=true retrains)", out / "checkpoint")
+        return json.loads(report_path.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    c = OmegaConf.to_container(cfg, resolve=True)
+    data_cfg = {k: v for k, v in c["data"].items() if k not in ("max_length", "cache")}
+    policy_model = resolve_model_path(c["policy"]["model"])
+    records, counts = build_mix(
+        data_cfg,
+        lambda: build_policy(cfg.policy, seed=cfg.seed),
+        Path(c["data"]["cache"]),
+        policy_key=fingerprint(json.dumps(c["policy"], sort_keys=True), policy_model),
+    )
+    if release_engines:  # sampling is done: free the engine's memory and threads for training
+        shutdown_engines()
+    log.info("data mix: %s", counts)
+    tokenizer = load_tokenizer(c["model"]["tokenizer"], c["model"]["base"])
+    model = make_model(c["model"], tokenizer, cfg.seed)
+    stats = train(
+        records,
+        model,
+        tokenizer,
+        build_format(c["format"]),
+        out,
+        c["training"],
+        objective=cfg.objective,
+        max_length=c["data"]["max_length"],
+        run_key=fingerprint(
+            json.dumps({k: c[k] for k in ("objective", "model", "format", "data", "training")}, sort_keys=True),
+            policy_model,
+        ),
+    )
+    report = {
+        "name": cfg.name,
+        "policy_model": policy_model,
+        "data": {"counts": counts, **step_count_summary(records)},
+        **stats,
+        "config": c,
+    }
+    write_json_atomic(report_path, report)
+    return report
+
+
+@hydra.main(version_base="1.3", config_path="pkg://configs", config_name="train_prm")
+def main(cfg: DictConfig) -> None:
+    from prm.data import PRMDataError
+
+    try:
+        report = run(cfg)
+    except (PRMDataError, FileNotFoundError, ValueError) as e:
+        log.error("%s", e)
+        print(f"itc-train-prm: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    log.info(
+        "%s trained: loss %.4f on %d examples -> %s",
+        report["objective"], report["train_loss"], report["examples"], report["checkpoint"],
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,273 @@
+"""itc-train-prm and itc-eval-prm: data, targets, metrics, and the real pipeline end to end
+(sampling through vLLM, training with transformers' Trainer, scoring with vLLM and HF)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from hydra import compose, initialize_config_module
+
+from conftest import VLLM_TEST_OVERRIDES
+from evals.prm_metrics import best_threshold, first_error, processbench, roc_auc
+from itc.toy import generate
+from itc.toy.tokenizer import build_tokenizer
+from prm.data import PRMDataError, StepLabelled, load_processbench
+from prm.scoring import QwenPRMFormat
+from prm.training import IGNORE, build_examples, orm_label, soft_cross_entropy
+
+
+def compose_app(name: str, overrides: list[str]):
+    with initialize_config_module(config_module="configs", version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
+def toy_record(steps: list[str] | None = None) -> StepLabelled:
+    p = generate(1, seed=3, levels=(2,))[0]
+    steps = steps or p.reference_steps()
+    from itc.toy import task
+
+    return StepLabelled(
+        p.text, steps, [float(x) for x in task.step_labels(p, steps)], str(p.answer), "toy"
+    )
+
+
+# --- training inputs and loss ---------------------------------------------------------------
+
+
+def test_prm_targets_sit_on_the_step_tags_and_orm_only_on_the_last():
+    tok = build_tokenizer()
+    fmt = QwenPRMFormat(system_prompt=None)
+    good = toy_record()
+    bad = toy_record(good.steps[:1] + ["B+1 1+1=3"] + good.steps[2:])
+    prm_ex = build_examples([good], tok, fmt, "prm")[0][0]
+    orm_ex = build_examples([good], tok, fmt, "orm")[0][0]
+    tag = tok.convert_tokens_to_ids("<extra_0>")
+    at = [i for i, t in enumerate(prm_ex.input_ids) if t == tag]
+    assert len(at) == len(good.steps)
+    assert [prm_ex.labels[i] for i in at] == good.labels
+    assert sum(x != IGNORE for x in prm_ex.labels) == len(good.steps)
+    assert [i for i, x in enumerate(orm_ex.labels) if x != IGNORE] == [at[-1]]
+    assert orm_ex.labels[at[-1]] == 1.0
+    bad_prm = build_examples([bad], tok, fmt, "prm")[0][0]
+    assert [x for x in bad_prm.labels if x != IGNORE] == [1.0] + [0.0] * (len(bad.steps) - 1)
+    # The ORM's label is the outcome: wrong steps that still reach the answer count as right.
+    assert orm_label(good) == orm_label(bad) == 1.0
+    assert orm_label(toy_record(good.steps[:-1] + ["\\boxed{99}"])) == 0.0
+    long, n_skipped = build_examples([good], tok, fmt, "prm", max_length=5)
+    assert long == [] and n_skipped == 1
+    with pytest.raises(ValueError, match="objective"):
+        build_examples([good], tok, fmt, "outcome")
+
+
+def test_soft_cross_entropy_is_cross_entropy_for_hard_labels_and_ignores_the_rest():
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 2)
+    targets = torch.full((2, 5), IGNORE)
+    targets[0, 1], targets[1, 3], targets[1, 4] = 1.0, 0.0, 1.0
+    hard = torch.nn.functional.cross_entropy(
+        logits[targets != IGNORE], targets[targets != IGNORE].long()
+    )
+    assert soft_cross_entropy(logits, targets).item() == pytest.approx(hard.item(), abs=1e-6)
+    targets[1, 4] = 0.25  # a soft label: cross-entropy against (0.75, 0.25)
+    logp = torch.log_softmax(logits[1, 4], -1)
+    want = (hard * 3 - (-logp[1])  + -(0.25 * logp[1] + 0.75 * logp[0])) / 3
+    assert soft_cross_entropy(logits, targets).item() == pytest.approx(want.item(), abs=1e-6)
+
+
+# --- metrics ------------------------------------------------------------------------------
+
+
+def test_processbench_f1_and_threshold_choice():
+    scores = [[0.9, 0.2, 0.1], [0.9, 0.8], [0.4, 0.9], [0.9, 0.9, 0.9]]
+    gold = [1, -1, 0, 2]
+    assert first_error(scores[0], 0.5) == 1 and first_error(scores[1], 0.5) == -1
+    r = processbench(scores, gold, 0.5)
+    assert (r["flawed"], r["correct"]) == (3, 1)
+    assert r["accuracy_flawed"] == pytest.approx(2 / 3) and r["accuracy_correct"] == 1.0
+    assert r["f1"] == pytest.approx(2 * (2 / 3) / (2 / 3 + 1))
+    assert processbench(scores, gold, 0.95)["accuracy_correct"] == 0.0
+    assert best_threshold(scores, gold, [0.3, 0.5, 0.95]) == 0.5
+
+
+def test_roc_auc():
+    assert roc_auc([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 1.0
+    assert roc_auc([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 0.0
+    assert roc_auc([0.5, 0.5], [True, False]) == 0.5
+    assert roc_auc([0.3, 0.1, 0.4, 0.35], [False, True, True, False]) == pytest.approx(0.5)
+    assert math.isnan(roc_auc([0.2], [True]))
+
+
+# --- ProcessBench files ---------------------------------------------------------------------
+
+
+def test_processbench_loader(tmp_path):
+    rows = [
+        {"id": "a", "problem": "1+1?", "steps": ["1+1=3", "\\boxed{3}"], "label": 0},
+        {"id": "b", "problem": "2+2?", "steps": ["2+2=4", "\\boxed{4}"], "label": -1},
+    ]
+    (tmp_path / "pb.json").write_text(json.dumps(rows))
+    recs = list(load_processbench(tmp_path / "pb.json"))
+    assert [r.labels for r in recs] == [[0.0, 0.0], [1.0, 1.0]]
+    assert [r.first_error() for r in recs] == [0, -1]
+    (tmp_path / "pb.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + '\n{"problem": "x", "steps": ["a"], "label": 4}\n')
+    with pytest.raises(PRMDataError, match=r"pb.jsonl:3: 'label' must be -1 or a step index"):
+        load_processbench(tmp_path / "pb.jsonl")
+    res = load_processbench(tmp_path / "pb.jsonl", skip_bad=True)
+    assert len(res) == 2 and res.skipped == 1
+
+
+# --- configs ------------------------------------------------------------------------------
+
+
+def test_train_and_eval_configs_compose():
+    cfg = compose_app("train_prm", ["objective=orm", "model.backbone=ttt"])
+    assert cfg.objective == "orm" and cfg.output_dir.endswith("prm/toy-orm")
+    assert cfg.format.type == "qwen_prm" and cfg.policy.name == "toy"
+    ev = compose_app("eval_prm", ["prm=toy-orm"])
+    assert ev.prm.model == "toy-orm" and ev.prm.aggregation == "last"
+    assert ev.prm.format.system_prompt is None
+
+
+def test_a_qwen2_lm_becomes_the_qwen_prm_layout_with_its_backbone(tmp_path):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from prm.training import from_pretrained_lm
+
+    tok = build_tokenizer()
+    lm = Qwen2ForCausalLM(
+        Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=1,
+                    num_attention_heads=1, num_key_value_heads=1, pad_token_id=tok.pad_token_id)
+    )
+    lm.save_pretrained(tmp_path)
+    prm = from_pretrained_lm(str(tmp_path))
+    assert type(prm).__name__ == "Qwen2ForProcessRewardModel" and prm.config.num_labels == 2
+    assert torch.equal(prm.model.embed_tokens.weight, lm.model.embed_tokens.weight)
+    assert torch.equal(prm.model.layers[0].mlp.up_proj.weight, lm.model.layers[0].mlp.up_proj.weight)
+    ids = torch.tensor([[1, 2, 3]])
+    assert prm(input_ids=ids).logits.shape == (1, 3, 2)
+
+
+def test_unknown_data_source_is_named(tmp_path):
+    from prm.data.mix import build_mix
+
+    with pytest.raises(ValueError, match="unknown PRM data source.*'shepherd'"):
+        build_mix({"shepherd": {"paths": []}}, lambda: None, tmp_path)
+
+
+# --- the real pipeline --------------------------------------------------------------------
+
+
+TINY_TRAIN = [
+    "data.toy.num_problems=24",
+    "data.toy.samples_per_problem=2",
+    "training.max_steps=12",
+    "training.per_device_train_batch_size=8",
+    "training.save_steps=6",
+    "training.disable_tqdm=true",
+    "model.base=null",  # a fresh 1-layer backbone: the default base LM takes minutes to build
+    "model.num_layers=1",
+]
+
+
+@pytest.fixture(scope="session")
+def trained_prm(tmp_path_factory, vllm_policy):
+    """A PRM trained by itc-train-prm's own code path on solutions sampled through vLLM."""
+    from itc.cli.train_prm import run
+
+    out = tmp_path_factory.mktemp("trained_prm")
+    cfg = compose_app(
+        "train_prm", VLLM_TEST_OVERRIDES + TINY_TRAIN + [f"output_dir={out}", f"data.cache={out}/data"]
+    )
+    report = run(cfg, release_engines=False)
+    return out, report
+
+
+@pytest.mark.vllm
+def test_itc_train_prm_writes_a_checkpoint_and_report(trained_prm):
+    out, report = trained_prm
+    assert (out / "checkpoint" / "config.json").exists()
+    assert json.loads((out / "checkpoint" / "config.json").read_text())["architectures"] == [
+        "Qwen2ForProcessRewardModel"
+    ]
+    saved = json.loads((out / "train_report.json").read_text())
+    assert saved["examples"] == report["examples"] == saved["data"]["records"] > 24
+    assert saved["labelled_positions"] == saved["data"]["steps"]
+    assert 0.0 < saved["data"]["good_step_fraction"] < 1.0  # the policy's samples have errors
+    assert not (out / "trainer").exists()  # intermediate Trainer checkpoints are cleaned up
+    assert list((out / "data").glob("toy-*.jsonl"))  # sampled data cached for reruns
+
+
+@pytest.mark.vllm
+def test_a_finished_training_is_kept_and_a_rerun_does_not_retrain(trained_prm):
+    from itc.cli.train_prm import run
+
+    out, report = trained_prm
+    mtime = (out / "checkpoint" / "model.safetensors").stat().st_mtime
+    cfg = compose_app("train_prm", TINY_TRAIN + [f"output_dir={out}", f"data.cache={out}/data"])
+    assert run(cfg, release_engines=False)["train_loss"] == report["train_loss"]
+    assert (out / "checkpoint" / "model.safetensors").stat().st_mtime == mtime
+
+
+@pytest.mark.vllm
+def test_vllm_and_transformers_agree_on_the_trained_checkpoint(trained_prm, vllm_policy):
+    from prm.scoring import build_prm
+    from strategies.base import split_steps
+
+    out, _ = trained_prm
+    problems = [p.to_problem() for p in generate(6, seed=11)]
+    outs = vllm_policy.generate([vllm_policy.format_prompt(p.problem) for p in problems], n=3)
+    cands = [[split_steps(c.text, "\n\n") for c in cs] for cs in outs]
+    ev = compose_app("eval_prm", [f"prm.model={out}/checkpoint"])
+    scores = {}
+    for backend in ("vllm", "hf"):
+        cfg = ev.prm.copy()
+        cfg.backend = backend
+        cfg.vllm.enforce_eager = True
+        cfg.vllm.engine_kwargs = {"kv_cache_memory_bytes": 64 << 20}
+        scores[backend] = build_prm(cfg).score([p.problem for p in problems], cands)
+    flat = lambda s: [x for p in s for c in p for x in c]  # noqa: E731
+    assert len(flat(scores["vllm"])) == len(flat(scores["hf"])) > 20
+    diff = max(abs(a - b) for a, b in zip(flat(scores["vllm"]), flat(scores["hf"])))
+    print(f"trained checkpoint: max |vLLM - HF| = {diff:.2e}")
+    assert diff < 1e-3
+
+
+@pytest.mark.vllm
+def test_itc_eval_prm_reports_processbench_auc_and_best_of_n(trained_prm, tmp_path):
+    from itc.cli.eval_prm import run, summary_lines
+
+    out, _ = trained_prm
+    pb = tmp_path / "pb.jsonl"
+    recs = [toy_record(), toy_record(toy_record().steps[:1] + ["B+1 1+1=3"])]
+    pb.write_text(
+        "\n".join(json.dumps({"problem": r.problem, "steps": r.steps, "label": r.first_error()}) for r in recs * 2)
+    )
+    cfg = compose_app(
+        "eval_prm",
+        VLLM_TEST_OVERRIDES
+        + [
+            f"prm.model={out}/checkpoint", "prm.backend=hf",
+            "toy.num_problems=8", "toy.calibration_problems=5", "toy.samples_per_problem=4",
+            "toy.calibration_samples=2", "toy.ns=[1,4]",
+            f"files=[{{path: {pb}, format: processbench}}]", f"output={tmp_path}/report.json",
+        ],
+    )
+    report = run(cfg)
+    assert json.loads((tmp_path / "report.json").read_text()) == report
+    toy = report["toy"]
+    assert toy["test_problems"] == 8 and toy["test_solutions"] == 32
+    for section in (toy, report["files"][str(pb)]):
+        pbr = section["processbench"]
+        assert 0.0 <= pbr["f1"] <= 1.0 and 0.0 < pbr["threshold"] < 1.0
+    assert set(toy["best_of_n"]) == {"1", "4"}
+    row = toy["best_of_n"]["4"]
+    for key in ("best_of_n_min", "best_of_n_last", "best_of_n_product", "best_of_n_mean",
+                "weighted_majority_min", "majority", "pass_at_n"):
+        assert 0.0 <= row[key] <= row["pass_at_n"] <= 1.0
+    # At N=1 every selector returns the one sample (when it has an answer).
+    one = toy["best_of_n"]["1"]
+    assert one["best_of_n_min"] == one["majority"] == one["pass_at_n"]
+    assert summary_lines(report)
