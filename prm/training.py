@@ -192,7 +192,6 @@ def init_model(
             intermediate_size=intermediate_size,
             num_hidden_layers=num_layers,
             num_attention_heads=num_heads,
-            max_position_embeddings=max_position_embeddings,
             ttt_layer_type=ttt_layer_type,
             num_labels=2,
             **ids,

@@ -271,3 +271,22 @@ def test_itc_eval_prm_reports_processbench_auc_and_best_of_n(trained_prm, tmp_pa
     one = toy["best_of_n"]["1"]
     assert one["best_of_n_min"] == one["majority"] == one["pass_at_n"]
     assert summary_lines(report)
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("extra", [["objective=orm"], ["model.backbone=ttt", "model.num_heads=1"]])
+def test_orm_objective_and_ttt_backbone_train_from_the_same_data(trained_prm, tmp_path, extra):
+    from itc.cli.train_prm import run
+
+    out, first = trained_prm
+    cfg = compose_app(
+        "train_prm",
+        TINY_TRAIN + extra + [f"output_dir={tmp_path}", f"data.cache={out}/data", "training.max_steps=3"],
+    )
+    report = run(cfg, release_engines=False)  # the sampled data comes from the cache
+    assert report["examples"] == first["examples"]
+    if "objective=orm" in extra:
+        assert report["objective"] == "orm" and report["labelled_positions"] == report["examples"]
+    else:
+        arch = json.loads((tmp_path / "checkpoint" / "config.json").read_text())["architectures"]
+        assert arch == ["TTTForProcessRewardModel"]

@@ -9,22 +9,35 @@ Modules:
                        buffered mini-batch).
     ``state``          `TTTState` (one block's recurrent state, batch-first tensors) and `TTTCache`
                        (all blocks; the ``past_key_values`` of the model): copy, fork, index, stack.
-    ``modeling``       `TTTBlock`, `TTTModel`, `TTTForCausalLM` (PreTrainedModel + GenerationMixin).
+    ``modeling``       `TTTBlock`, `TTTModel`, `TTTForCausalLM` (PreTrainedModel + GenerationMixin),
+                       `TTTForProcessRewardModel` (a PRM head on the backbone).
 
 Importing this package registers the config and models with ``AutoConfig``, ``AutoModel`` and
-``AutoModelForCausalLM``. Maths: ``shared/docs/ttt.md`` (Sun et al., 2024, arXiv 2407.04620).
+``AutoModelForCausalLM`` (and the PRM with ``AutoModelForTokenClassification``). Maths: ``shared/docs/ttt.md`` (Sun et al., 2024, arXiv 2407.04620).
 """
 
-from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
+    AutoModelForTokenClassification,
+)
 
 from itc.ttt.configuration import TTTConfig
 from itc.ttt.layers import TTTMLP, TTTLayer, TTTLinear
-from itc.ttt.modeling import TTTBlock, TTTForCausalLM, TTTModel, TTTPreTrainedModel
+from itc.ttt.modeling import (
+    TTTBlock,
+    TTTForCausalLM,
+    TTTForProcessRewardModel,
+    TTTModel,
+    TTTPreTrainedModel,
+)
 from itc.ttt.state import TTTCache, TTTState
 
 AutoConfig.register(TTTConfig.model_type, TTTConfig, exist_ok=True)
 AutoModel.register(TTTConfig, TTTModel, exist_ok=True)
 AutoModelForCausalLM.register(TTTConfig, TTTForCausalLM, exist_ok=True)
+AutoModelForTokenClassification.register(TTTConfig, TTTForProcessRewardModel, exist_ok=True)
 
 __all__ = [
     "TTTMLP",
@@ -32,6 +45,7 @@ __all__ = [
     "TTTCache",
     "TTTConfig",
     "TTTForCausalLM",
+    "TTTForProcessRewardModel",
     "TTTLayer",
     "TTTLinear",
     "TTTModel",

@@ -16,7 +16,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import GenerationMixin, PreTrainedModel
 from transformers import initialization as init
-from transformers.modeling_outputs import BaseModelOutputWithPast, CausalLMOutputWithPast
+from transformers.modeling_outputs import (
+    BaseModelOutputWithPast,
+    CausalLMOutputWithPast,
+    TokenClassifierOutput,
+)
 
 from itc.ttt.configuration import TTTConfig
 from itc.ttt.layers import TTT_LAYERS, RMSNorm, SwiGLU, TTTLayer, causal_conv, conv_extend
@@ -316,3 +320,50 @@ class TTTForCausalLM(TTTPreTrainedModel, GenerationMixin):
             if key in kwargs:
                 model_inputs[key] = kwargs[key]
         return model_inputs
+
+
+class TTTForProcessRewardModel(TTTPreTrainedModel):
+    """A PRM on the TTT backbone, in the Qwen2.5-Math-PRM head layout (``model.*`` and
+    ``score = Sequential(Linear(h, h), ReLU, Linear(h, num_labels))``, label 1 = good step):
+    it scores a chain of any length in time linear in its length. Given ``labels`` (-100
+    where ignored) it returns the token-classification loss."""
+
+    def __init__(self, config: TTTConfig):
+        super().__init__(config)
+        self.num_labels = getattr(config, "num_labels", 2)
+        self.model = TTTModel(config)
+        self.score = nn.Sequential(
+            nn.Linear(config.hidden_size, config.hidden_size),
+            nn.ReLU(),
+            nn.Linear(config.hidden_size, self.num_labels),
+        )
+        self.post_init()
+
+    def get_input_embeddings(self) -> nn.Embedding:
+        return self.model.embed_tokens
+
+    def set_input_embeddings(self, value: nn.Embedding) -> None:
+        self.model.embed_tokens = value
+
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> TokenClassifierOutput:
+        h = self.model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            inputs_embeds=inputs_embeds,
+            use_cache=False,
+            return_dict=True,
+        ).last_hidden_state
+        logits = self.score(h)
+        loss = None
+        if labels is not None:
+            loss = F.cross_entropy(
+                logits.float().view(-1, self.num_labels), labels.view(-1), ignore_index=-100
+            )
+        return TokenClassifierOutput(loss=loss, logits=logits)

@@ -24,6 +24,8 @@ from transformers import (
 )
 from transformers.modeling_outputs import TokenClassifierOutput
 
+import itc.ttt  # noqa: F401  (registers the TTT backbone, PRM included, with the Auto classes)
+
 PRM_ARCHITECTURE = "Qwen2ForProcessRewardModel"
 
 
