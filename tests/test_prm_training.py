@@ -290,3 +290,35 @@ def test_orm_objective_and_ttt_backbone_train_from_the_same_data(trained_prm, tm
     else:
         arch = json.loads((tmp_path / "checkpoint" / "config.json").read_text())["architectures"]
         assert arch == ["TTTForProcessRewardModel"]
+
+
+def test_toy_prm_name_resolves_to_the_cache_and_retrains_when_the_policy_changed(
+    tmp_path, monkeypatch, toy_policy_path
+):
+    import subprocess
+
+    import prm.toy as toy
+
+    import itc.toy.build
+
+    monkeypatch.setenv("ITC_CACHE_DIR", str(tmp_path))
+    # the policy lives in the real cache; only the PRM's cache is redirected
+    monkeypatch.setattr(itc.toy.build, "policy_path", lambda progress=True: toy_policy_path)
+    calls = []
+
+    def fake_train(cmd, check):
+        calls.append(cmd)
+        out = tmp_path / "prm" / "toy-prm"
+        (out / "checkpoint").mkdir(parents=True, exist_ok=True)
+        (out / "train_report.json").write_text(json.dumps({"policy_model": str(toy_policy_path)}))
+
+    monkeypatch.setattr(subprocess, "run", fake_train)
+    path = toy.resolve_prm_model("toy")
+    assert path == str(tmp_path / "prm" / "toy-prm" / "checkpoint") and len(calls) == 1
+    assert "objective=prm" in calls[0] and calls[0][1:3] == ["-m", "itc.cli.train_prm"]
+    assert toy.resolve_prm_model("toy") == path and len(calls) == 1  # cached
+    report = tmp_path / "prm" / "toy-prm" / "train_report.json"
+    report.write_text(json.dumps({"policy_model": "/some/older/policy"}))
+    toy.resolve_prm_model("toy")
+    assert len(calls) == 2  # retrained for the current policy
+    assert toy.resolve_prm_model("/my/prm") == "/my/prm"

@@ -326,7 +326,7 @@ class TTTForProcessRewardModel(TTTPreTrainedModel):
     """A PRM on the TTT backbone, in the Qwen2.5-Math-PRM head layout (``model.*`` and
     ``score = Sequential(Linear(h, h), ReLU, Linear(h, num_labels))``, label 1 = good step):
     it scores a chain of any length in time linear in its length. Given ``labels`` (-100
-    where ignored) it returns the token-classification loss."""
+    where ignored; padding is ignored too) it returns the token-classification loss."""
 
     def __init__(self, config: TTTConfig):
         super().__init__(config)
@@ -363,6 +363,8 @@ class TTTForProcessRewardModel(TTTPreTrainedModel):
         logits = self.score(h)
         loss = None
         if labels is not None:
+            if attention_mask is not None:
+                labels = labels.masked_fill(attention_mask[:, -labels.shape[1] :] == 0, -100)
             loss = F.cross_entropy(
                 logits.float().view(-1, self.num_labels), labels.view(-1), ignore_index=-100
             )
