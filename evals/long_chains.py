@@ -307,7 +307,7 @@ def grade(problem: task.ToyProblem, text: str) -> dict[str, float]:
         ops += step.startswith(head + " ")
         arithmetic += task.step_is_valid_arithmetic(step) is True
         if value is not None:
-            right += step == f"{head} {value}{op}{x}={task._apply(value, op, x)}"
+            right += step == f"{head} {value}{op}{x}={task.apply_op(value, op, x)}"
         m = _RESULT_RE.search(step)
         value = int(m.group(1)) if m else None
     return {

@@ -66,12 +66,25 @@ def build_examples(
     format: PRMFormat,
     objective: str = "prm",
     max_length: int | None = None,
+    dense_toy_labels: bool = False,
 ) -> tuple[list[PRMExample], int]:
     """Token ids and per-token targets for each record; returns (examples, skipped).
 
     Records longer than ``max_length`` tokens are skipped (and counted), not truncated: a
-    truncated record would lose the labels of its last steps silently.
+    truncated record would lose the labels of its last steps silently. With
+    ``dense_toy_labels`` (objective ``prm``), embedded-world records also get a label at every
+    token of their steps (:func:`prm.data.toy.token_targets`); scores are still read at the
+    step tags only.
     """
+    from prm.data.toy import token_targets
+
+    pieces: dict[int, str] = {}
+
+    def decode(token_id: int) -> str:
+        if token_id not in pieces:
+            pieces[token_id] = tokenizer.decode([token_id])
+        return pieces[token_id]
+
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r} is not one of {', '.join(OBJECTIVES)}")
     examples, skipped = [], 0
@@ -84,6 +97,10 @@ def build_examples(
         if objective == "prm":
             for pos, label in zip(enc.positions, rec.labels):
                 targets[pos] = label
+            if dense_toy_labels and rec.source == "toy":
+                for pos, label in token_targets(rec, enc.input_ids, enc.positions, decode).items():
+                    if targets[pos] == IGNORE:
+                        targets[pos] = label
         else:
             targets[enc.positions[-1]] = orm_label(rec)
         examples.append(PRMExample(enc.input_ids, targets))
@@ -307,6 +324,7 @@ def train(
     objective: str = "prm",
     max_length: int | None = None,
     run_key: str = "",
+    dense_toy_labels: bool = False,
 ) -> dict[str, Any]:
     """Train ``model`` on ``records`` and save it (with the tokenizer) to
     ``output_dir/checkpoint``, written to a temporary folder and renamed into place.
@@ -319,7 +337,9 @@ def train(
     from transformers.trainer_utils import get_last_checkpoint
 
     output_dir = Path(output_dir)
-    examples, skipped = build_examples(records, tokenizer, format, objective, max_length)
+    examples, skipped = build_examples(
+        records, tokenizer, format, objective, max_length, dense_toy_labels
+    )
     if not examples:
         raise ValueError("no training examples: the data mix is empty (see data.* in the config)")
     trainer_dir = output_dir / "trainer"

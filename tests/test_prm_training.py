@@ -62,6 +62,32 @@ def test_prm_targets_sit_on_the_step_tags_and_orm_only_on_the_last():
         build_examples([good], tok, fmt, "outcome")
 
 
+def test_dense_toy_labels_mark_where_a_step_goes_wrong():
+    tok = build_tokenizer()
+    fmt = QwenPRMFormat(step_tag="\n\n", system_prompt=None)
+    rec = StepLabelled(
+        problem="Start at 7 and do A+5 B-3.",
+        steps=["A+5 7+5=12", "B-3 12-3=8", "\\boxed{8}"],
+        labels=[1.0, 0.0, 0.0],
+    )
+    (sparse,), _ = build_examples([rec], tok, fmt, "prm")
+    (dense,), _ = build_examples([rec], tok, fmt, "prm", dense_toy_labels=True)
+    assert dense.input_ids == sparse.input_ids
+    tags = [i for i, y in enumerate(sparse.labels) if y != IGNORE]
+    assert [dense.labels[i] for i in tags] == rec.labels  # the step tags keep their labels
+    pieces = [(tok.decode([t]), y) for t, y in zip(dense.input_ids, dense.labels) if y != IGNORE]
+    text = "".join(p for p, _ in pieces)
+    assert text == "A+5 7+5=12\n\nB-3 12-3=8\n\n\\boxed{8}\n\n"
+    wrong_from = text.index("=8") + 1
+    seen = 0
+    for piece, y in pieces:  # right up to the "8" that should be a "9", wrong from there on
+        assert y == (1.0 if seen < wrong_from else 0.0), (piece, seen)
+        seen += len(piece)
+    other = StepLabelled(problem="What is 1+1?", steps=["2"], labels=[1.0], source="prm800k")
+    (plain,), _ = build_examples([other], tok, fmt, "prm", dense_toy_labels=True)
+    assert sum(y != IGNORE for y in plain.labels) == 1  # other sources: step tags only
+
+
 def test_soft_cross_entropy_is_cross_entropy_for_hard_labels_and_ignores_the_rest():
     torch.manual_seed(0)
     logits = torch.randn(2, 5, 2)
@@ -157,12 +183,44 @@ def test_unknown_data_source_is_named(tmp_path):
         build_mix({"shepherd": {"paths": []}}, lambda: None, tmp_path)
 
 
+def test_corrupted_solutions_end_at_one_exactly_labelled_wrong_step(tmp_path):
+    from itc.toy import task
+    from prm.data.mix import build_mix
+    from prm.data.toy import corrupted_records
+
+    problems = generate(300, 0, (1, 2, 3, 4, 5), "train")
+    records = corrupted_records(problems, samples_per_problem=2, seed=0)
+    assert len(records) == 2 * len(problems)
+    kinds = set()
+    for p, r in zip([p for p in problems for _ in range(2)], records):
+        k = r.meta["corrupted_step"]
+        assert r.steps[:k] == p.reference_steps()[:k] and len(r.steps) == k + 1
+        assert r.labels == [1.0] * k + [0.0]
+        assert r.labels == [float(x) for x in task.step_labels(p, r.steps)]
+        if k < len(p.ops):
+            label = task.op_label(k)
+            m = task._STEP_RE.match(r.steps[k])
+            kinds.add(
+                "operation" if not r.steps[k].startswith(f"{label}{p.ops[k][0]}{p.ops[k][1]} ")
+                else "result" if not task.step_is_valid_arithmetic(r.steps[k])
+                else "operand"
+            )
+            assert m is not None
+    assert kinds == {"operation", "result", "operand"}
+    assert corrupted_records(problems, 2, seed=0) == records  # deterministic
+    mixed, counts = build_mix(
+        {"toy_corrupted": {"num_problems": 10, "levels": [1, 2], "seed": 1}}, lambda: None, tmp_path
+    )
+    assert counts == {"toy_corrupted": 10} and all(r.labels[-1] == 0.0 for r in mixed)
+
+
 # --- the real pipeline --------------------------------------------------------------------
 
 
 TINY_TRAIN = [
     "data.toy.num_problems=24",
     "data.toy.samples_per_problem=2",
+    "data.toy_corrupted.num_problems=8",
     "training.max_steps=12",
     "training.per_device_train_batch_size=8",
     "training.save_steps=6",

@@ -21,6 +21,13 @@ def test_splits_are_disjoint():
     assert not {p.text for p in test} & {p.text for p in train}
 
 
+def test_asking_a_level_for_more_problems_than_it_has_is_an_error():
+    import pytest
+
+    with pytest.raises(ValueError, match="toy level 1 has fewer distinct test problems"):
+        generate(2000, seed=0, levels=(1,), split="test")
+
+
 def test_reference_solution_format_and_answer():
     for p in generate(20, seed=1):
         steps = p.solution.split("\n\n")

@@ -40,7 +40,7 @@ def run(cfg: DictConfig, release_engines: bool = True) -> dict:
         return json.loads(report_path.read_text())
     out.mkdir(parents=True, exist_ok=True)
     c = OmegaConf.to_container(cfg, resolve=True)
-    data_cfg = {k: v for k, v in c["data"].items() if k not in ("max_length", "cache")}
+    data_cfg = {k: v for k, v in c["data"].items() if k not in ("max_length", "cache", "dense_toy_labels")}
     policy_model = resolve_model_path(c["policy"]["model"])
     records, counts = build_mix(
         data_cfg,
@@ -62,6 +62,7 @@ def run(cfg: DictConfig, release_engines: bool = True) -> dict:
         c["training"],
         objective=cfg.objective,
         max_length=c["data"]["max_length"],
+        dense_toy_labels=bool(c["data"].get("dense_toy_labels", False)),
         run_key=fingerprint(
             json.dumps({k: c[k] for k in ("objective", "model", "format", "data", "training")}, sort_keys=True),
             policy_model,

@@ -71,7 +71,7 @@ class ToyProblem:
         """The running value before the first and after every operation."""
         vals = [self.start]
         for op, x in self.ops:
-            vals.append(_apply(vals[-1], op, x))
+            vals.append(apply_op(vals[-1], op, x))
         return vals
 
     @property
@@ -106,7 +106,8 @@ class ToyProblem:
         )
 
 
-def _apply(value: int, op: str, x: int) -> int:
+def apply_op(value: int, op: str, x: int) -> int:
+    """``value op x``."""
     if op == "+":
         return value + x
     if op == "-":
@@ -123,7 +124,7 @@ def sample_problem(rng: random.Random, level: int, spec: LevelSpec | None = None
     while len(ops) < spec.num_ops:
         op = rng.choice(spec.ops)
         x = rng.randint(2, 3) if op == "*" else rng.randint(1, 9)
-        new = _apply(value, op, x)
+        new = apply_op(value, op, x)
         if 0 <= new <= MAX_VALUE and not (op == "*" and value == 0):
             ops.append((op, x))
             value = new
@@ -155,7 +156,7 @@ def generate(
     rng = random.Random(f"{seed}-{split}")
     out: list[ToyProblem] = []
     seen: set[str] = set()
-    i = 0
+    i = misses = 0
     while len(out) < num_problems:
         level = levels[i % len(levels)]
         spec = LevelSpec(long_chain_steps, LONG_CHAIN.ops) if long_chain_steps else None
@@ -164,6 +165,15 @@ def generate(
             seen.add(p.text)
             out.append(p)
             i += 1
+            misses = 0
+        else:
+            misses += 1
+            if misses > 100_000:  # the level has no unseen problems left
+                raise ValueError(
+                    f"toy level {level} has fewer distinct {split} problems than the "
+                    f"{num_problems // len(levels)} asked of it; ask for fewer problems "
+                    "or leave that level out"
+                )
     return out
 
 
@@ -200,4 +210,4 @@ def step_is_valid_arithmetic(step: str) -> bool | None:
     if not m:
         return None
     a, op, b, c = int(m.group(1)), m.group(2), int(m.group(3)), int(m.group(4))
-    return _apply(a, op, b) == c
+    return apply_op(a, op, b) == c

@@ -1,4 +1,5 @@
-"""The PRM training data mix: PRM800K, Math-Shepherd, automatic labels, toy gold labels.
+"""The PRM training data mix: PRM800K, Math-Shepherd, automatic labels, toy gold labels
+(on the policy's samples, and on reference solutions with one step corrupted).
 
 ``build_mix(cfg, policy_factory, cache)`` reads or makes every configured source and
 returns their records together. Sampled sources (``toy``, ``auto``) are written to
@@ -22,7 +23,7 @@ from prm.data.records import StepLabelled, read_jsonl, write_jsonl
 
 log = logging.getLogger(__name__)
 
-MIX_SOURCES = ("toy", "auto", "prm800k", "math_shepherd", "step_labelled")
+MIX_SOURCES = ("toy", "toy_corrupted", "auto", "prm800k", "math_shepherd", "step_labelled")
 
 
 def _toy_problems(c: dict[str, Any]):
@@ -98,6 +99,11 @@ def build_mix(
             got = _cached(name, c, lambda c=c: _sample_toy(c, get_policy()), cache, policy_key)
             if stop:
                 got = [r.up_to_first_error() for r in got]
+        elif name == "toy_corrupted" and c.get("num_problems"):
+            from prm.data.toy import corrupted_records
+
+            problems = generate(c["num_problems"], c.get("seed", 0), tuple(c["levels"]), "train")
+            got = corrupted_records(problems, c.get("samples_per_problem", 1), c.get("seed", 0))
         elif name == "auto" and c.get("num_problems"):
             got = _cached(name, c, lambda c=c: _sample_auto(c, get_policy()), cache, policy_key)
         for path in c.get("paths") or []:

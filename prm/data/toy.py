@@ -7,7 +7,8 @@ is good while the solution is still exactly on track (:func:`itc.toy.task.step_l
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import random
+from collections.abc import Callable, Sequence
 
 from itc.policy import Policy
 from itc.toy import task
@@ -53,3 +54,102 @@ def sample_gold_records(
     outputs = policy.generate(prompts, n=samples_per_problem, temperature=temperature)
     texts = [[c.text for c in comps] for comps in outputs]
     return gold_records(problems, texts, policy.step_delimiter)
+
+
+def _corrupt_step(problem: task.ToyProblem, k: int, rng: random.Random) -> str:
+    """Step ``k`` of ``problem``'s reference, wrong in one of the ways a policy errs."""
+    vals = problem.values()
+    if k == len(problem.ops):  # the final answer
+        return f"\\boxed{{{_nearby(vals[-1], rng)}}}"
+    op, x = problem.ops[k]
+    a, c = vals[k], vals[k + 1]
+    label = task.op_label(k)
+    kind = rng.choice(("result", "result", "operand", "operation"))
+    if kind == "operand":  # the running value is miscopied, the arithmetic then holds
+        a2 = _nearby(a, rng)
+        if 0 <= task.apply_op(a2, op, x) <= task.MAX_VALUE:
+            return f"{label}{op}{x} {a2}{op}{x}={task.apply_op(a2, op, x)}"
+    if kind == "operation":  # another of the problem's operations, or a made-up one
+        others = [o for o in problem.ops if o != (op, x)]
+        op2, x2 = rng.choice(others) if others and rng.random() < 0.5 else (op, _nearby(x, rng, 1, 9))
+        if 0 <= task.apply_op(a, op2, x2) <= task.MAX_VALUE:
+            return f"{label}{op2}{x2} {a}{op2}{x2}={task.apply_op(a, op2, x2)}"
+    return f"{label}{op}{x} {a}{op}{x}={_nearby(c, rng)}"  # the arithmetic slips
+
+
+def _nearby(v: int, rng: random.Random, lo: int = 0, hi: int = task.MAX_VALUE) -> int:
+    """A value close to ``v`` (off by a little, or by ten), never ``v`` itself."""
+    for _ in range(100):
+        w = v + rng.choice((-10, -3, -2, -1, 1, 2, 3, 10))
+        if lo <= w <= hi and w != v:
+            return w
+    return lo if v != lo else lo + 1
+
+
+def corrupted_records(
+    problems: Sequence[task.ToyProblem], samples_per_problem: int = 1, seed: int = 0
+) -> list[StepLabelled]:
+    """Reference solutions with one step made wrong (a slipped result, a miscopied running
+    value, a wrong operation, or a wrong final answer), cut after that step (the PRM800K
+    phase-2 convention): ``samples_per_problem`` per problem, the wrong step drawn for each.
+    Labels are checked exactly by :func:`itc.toy.task.step_labels`.
+
+    The policy's own mistakes are few (about one step in eight); these give the PRM as many
+    mistakes as it needs to learn what a wrong step looks like."""
+    rng = random.Random(f"corrupted-{seed}")
+    records = []
+    for p in problems:
+        reference = p.reference_steps()
+        for _ in range(samples_per_problem):
+            k = rng.randrange(len(reference))
+            steps = reference[:k] + [_corrupt_step(p, k, rng)]
+            labels = [float(x) for x in task.step_labels(p, steps)]
+            assert labels == [1.0] * k + [0.0], (p.text, steps)
+            records.append(
+                StepLabelled(
+                    problem=p.text,
+                    steps=steps,
+                    labels=labels,
+                    gold_answer=str(p.answer),
+                    source="toy",
+                    meta={"problem_id": p.id, "level": p.level, "corrupted_step": k},
+                )
+            )
+    return records
+
+
+def token_targets(
+    record: StepLabelled,
+    input_ids: Sequence[int],
+    positions: Sequence[int],
+    decode: Callable[[int], str],
+) -> dict[int, float]:
+    """Dense labels for a toy-world record: every token of every step gets the label "still
+    on track after this token" (the steps before were right and this step's text so far is a
+    prefix of the reference step). The step tag's own label is that of the whole step.
+
+    A step label says only that something in the step is wrong; these say where, at the token
+    where a next-token predictor would have been surprised, which is the signal the verifier
+    has to learn. ``positions`` are the step tags' token positions in ``input_ids``, and
+    ``decode`` maps one token id to its text. Records whose steps cannot be lined up with
+    their tokens get no dense labels ({})."""
+    try:
+        reference = task.parse_problem(record.problem).reference_steps()
+    except ValueError:
+        return {}
+    out: dict[int, float] = {}
+    on_track = True
+    for i, (step, tag) in enumerate(zip(record.steps, positions)):
+        j, text = tag, ""
+        while len(text) < len(step) and j > 0:  # the step's tokens end just before its tag
+            j -= 1
+            text = decode(input_ids[j]) + text
+        if text != step:
+            return {}
+        ref = reference[i] if i < len(reference) else None
+        prefix = ""
+        for k in range(j, tag):
+            prefix += decode(input_ids[k])
+            out[k] = float(on_track and ref is not None and ref.startswith(prefix))
+        on_track = on_track and step.strip() == ref
+    return out
