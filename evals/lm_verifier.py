@@ -1,0 +1,97 @@
+"""A causal LM's own token probabilities as a step verifier: the reference a trained PRM on
+the embedded world is measured against.
+
+    python -m evals.lm_verifier [--lm toy-qwen2] [--problems 200] [--samples 4]
+
+Samples held-out embedded-world solutions from the toy policy (vLLM), labels every step
+exactly, and scores each step by the LM's probability of the step's tokens given everything
+before (the product over the step, and the minimum). The first-error threshold is chosen on
+100 other problems, as ``itc-eval-prm`` does. Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_module
+
+from evals.prm_eval import sample_candidates
+from evals.prm_metrics import best_threshold, processbench, roc_auc
+from itc.policy import Policy, build_policy, resolve_model_path
+from itc.toy import generate
+from prm.data import StepLabelled
+from prm.data.toy import gold_records
+from prm.training import resolve_base
+
+
+def step_probabilities(
+    model, policy: Policy, record: StepLabelled
+) -> tuple[list[float], list[float]]:
+    """(product, min) of the LM's token probabilities over each step, given the prompt and
+    the steps before (the step delimiter is part of no step)."""
+    tok = policy.tokenizer
+    ids = tok(policy.format_prompt(record.problem), add_special_tokens=False)["input_ids"]
+    spans = []
+    for step in record.steps:
+        start = len(ids)
+        ids = ids + tok(step, add_special_tokens=False)["input_ids"]
+        spans.append((start, len(ids)))
+        ids = ids + tok(policy.step_delimiter, add_special_tokens=False)["input_ids"]
+    with torch.no_grad():
+        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
+    token_logp = logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].numpy()
+    prod = [float(np.exp(token_logp[a - 1 : b - 1].sum())) for a, b in spans]
+    low = [float(np.exp(token_logp[a - 1 : b - 1].min())) for a, b in spans]
+    return prod, low
+
+
+def report(
+    model, policy: Policy, calibration: Sequence[StepLabelled], test: Sequence[StepLabelled]
+) -> dict[str, dict[str, float]]:
+    cal = [step_probabilities(model, policy, r) for r in calibration]
+    tst = [step_probabilities(model, policy, r) for r in test]
+    grid = [float(x) for x in np.exp(np.linspace(-12, 0, 200))]  # probabilities span decades
+    out = {}
+    for i, how in enumerate(("product", "min")):
+        th = best_threshold([c[i] for c in cal], [r.first_error() for r in calibration], grid)
+        scores = [t[i] for t in tst]
+        out[how] = {
+            **processbench(scores, [r.first_error() for r in test], th),
+            "step_roc_auc": roc_auc(
+                [x for s in scores for x in s], [y >= 0.5 for r in test for y in r.labels]
+            ),
+        }
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lm", default="toy-qwen2", help="causal LM: toy-qwen2, toy (the policy) or a path")
+    ap.add_argument("--problems", type=int, default=200, help="held-out test problems")
+    ap.add_argument("--samples", type=int, default=4, help="solutions sampled per problem")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    with initialize_config_module(config_module="configs", version_base="1.3"):
+        cfg = compose(config_name="eval_prm")
+    policy = build_policy(cfg.policy, seed=args.seed)
+    problems = [p.to_problem() for p in generate(100 + args.problems, args.seed, split="test")]
+    cal_p, test_p = problems[:100], problems[100:]
+    records = [
+        gold_records(ps, [[c.text for c in cs] for cs in sample_candidates(policy, ps, args.samples)])
+        for ps in (cal_p, test_p)
+    ]
+    policy.close()
+    from transformers import AutoModelForCausalLM
+
+    path = resolve_model_path(resolve_base(args.lm))
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    result = {"lm": path, "test_solutions": len(records[1]), **report(model, policy, *records)}
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
