@@ -381,3 +381,25 @@ def test_toy_prm_name_resolves_to_the_cache_and_retrains_when_the_policy_changed
     toy.resolve_prm_model("toy")
     assert len(calls) == 2  # retrained for the current policy
     assert toy.resolve_prm_model("/my/prm") == "/my/prm"
+
+
+def test_lm_verifier_scores_each_step_by_its_token_probabilities(hf_policy):
+    """The reference verifier through the real toy policy (HF) and tokenizer."""
+    from evals.lm_verifier import report, step_probabilities
+
+    problems = [p.to_problem() for p in generate(3, 5, split="test")]
+    right = [p.solution.split("\n\n") for p in problems]
+    wrong = [s[:-1] + ["\\boxed{1000}"] for s in right]  # a final answer no problem has
+    from prm.data.toy import gold_records
+
+    records = gold_records(problems, [["\n\n".join(r), "\n\n".join(w)] for r, w in zip(right, wrong)])
+    scored = [step_probabilities(hf_policy.model, hf_policy, rec) for rec in records]
+    for rec, (prod, low) in zip(records, scored):
+        assert len(prod) == len(low) == len(rec.steps)
+        assert all(0.0 < p <= m <= 1.0 for p, m in zip(prod, low))
+    for (right_prod, _), (wrong_prod, _) in zip(scored[0::2], scored[1::2]):
+        assert right_prod[:-1] == pytest.approx(wrong_prod[:-1], rel=1e-4)  # same steps
+        assert right_prod[-1] > wrong_prod[-1]  # copying the last value into \boxed{} is learned
+    figures = report(hf_policy.model, hf_policy, records[:2], records[2:])
+    assert set(figures) == {"product", "min"}
+    assert figures["product"]["flawed"] == 2 and figures["product"]["correct"] == 2
