@@ -41,7 +41,6 @@ import argparse
 import inspect
 import json
 import logging
-import math
 import random
 import re
 import shutil
@@ -58,7 +57,14 @@ from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedToken
 
 from itc.cache import cache_dir, fingerprint
 from itc.toy import task
-from itc.toy.build import ToyPolicySpec, chat_prompt, collate, encode_sft_example, model_config
+from itc.toy.build import (
+    ToyPolicySpec,
+    chat_prompt,
+    collate,
+    encode_sft_example,
+    model_config,
+    warmup_cosine,
+)
 from itc.toy.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
@@ -195,13 +201,7 @@ def train(arch: str, spec: TrainSpec, out_dir: Path) -> dict:
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
 
-    def lr_at(step: int) -> float:
-        if step < spec.warmup_steps:
-            return (step + 1) / spec.warmup_steps
-        frac = (step - spec.warmup_steps) / max(1, spec.train_steps - spec.warmup_steps)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = warmup_cosine(opt, spec.warmup_steps, spec.train_steps)
     start = time.time()
     losses: list[float] = []
     rounds = len(spec.train_lengths)  # the loss differs by length: average whole rounds

@@ -124,6 +124,21 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
     return {"input_ids": ids, "labels": labels, "attention_mask": mask}
 
 
+def warmup_cosine(
+    opt: torch.optim.Optimizer, warmup_steps: int, train_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup, then cosine decay to 5% of the peak (transformers' cosine schedule
+    starts its warmup at 0 and decays to 0; the toy builds were tuned with this one)."""
+
+    def lr_at(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        frac = (step - warmup_steps) / max(1, train_steps - warmup_steps)
+        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))
+
+    return torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+
+
 def train_policy(spec: ToyPolicySpec, out_dir: Path, progress: bool = True) -> dict:
     """Train the tiny policy and save model + tokenizer to ``out_dir``; returns stats."""
     torch.manual_seed(spec.seed)
@@ -133,13 +148,7 @@ def train_policy(spec: ToyPolicySpec, out_dir: Path, progress: bool = True) -> d
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
 
-    def lr_at(step: int) -> float:
-        if step < spec.warmup_steps:
-            return (step + 1) / spec.warmup_steps
-        frac = (step - spec.warmup_steps) / max(1, spec.train_steps - spec.warmup_steps)
-        return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))
-
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = warmup_cosine(opt, spec.warmup_steps, spec.train_steps)
     start = time.time()
     losses: list[float] = []
     bar = tqdm(range(spec.train_steps), desc="training toy policy", disable=not progress)
