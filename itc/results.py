@@ -99,5 +99,9 @@ def summarize(records: list[dict[str, Any]], **header: Any) -> dict[str, Any]:
         "prompt_tokens": total("prompt_tokens"),
         "completion_tokens": completion,
         "completion_tokens_per_problem": completion / n if n else 0.0,
+        "prm_tokens": total("prm_tokens"),
+        "policy_flops": total("policy_flops"),
+        "prm_flops": total("prm_flops"),
+        "flops_per_problem": (total("policy_flops") + total("prm_flops")) / n if n else 0.0,
         "wall_seconds": round(sum(r.get("wall_seconds", 0.0) for r in records), 3),
     }

@@ -58,8 +58,17 @@ def _check_resume(run_dir: Path, cfg: DictConfig) -> None:
         )
 
 
-def to_record(problem: Problem, result: StrategyResult, wall_seconds: float) -> dict[str, Any]:
-    """The results.jsonl line for one problem; grades the candidates and the choice."""
+def to_record(
+    problem: Problem,
+    result: StrategyResult,
+    wall_seconds: float,
+    policy_parameters: int = 0,
+    prm_parameters: int = 0,
+) -> dict[str, Any]:
+    """The results.jsonl line for one problem; grades the candidates and the choice.
+
+    FLOPs are estimated as 2 x parameters x tokens (prompt and completion tokens for the
+    policy, scored input tokens for the PRM)."""
     candidates = []
     for cand in result.candidates:
         cand.correct = answers_equivalent(cand.answer, problem.answer)
@@ -78,6 +87,9 @@ def to_record(problem: Problem, result: StrategyResult, wall_seconds: float) -> 
         "correct": chosen_correct,
         "prompt_tokens": result.prompt_tokens,
         "completion_tokens": result.completion_tokens,
+        "prm_tokens": result.prm_tokens,
+        "policy_flops": 2 * policy_parameters * (result.prompt_tokens + result.completion_tokens),
+        "prm_flops": 2 * prm_parameters * result.prm_tokens,
         "wall_seconds": round(wall_seconds, 4),
         "candidates": candidates,
         "meta": result.meta,
@@ -127,11 +139,12 @@ def run_experiment(
                 batch = todo[start : start + batch_size]
                 t0 = time.perf_counter()
                 results = strategy.run(batch, policy, prm)
-                if prm is not None:
-                    _score_unscored(prm, batch, results)
                 per_problem = (time.perf_counter() - t0) / len(batch)
+                if prm is not None:  # for the record only: not counted as the strategy's compute
+                    _score_unscored(prm, batch, results)
+                sizes = (policy.num_parameters, prm.num_parameters if prm is not None else 0)
                 for problem, result in zip(batch, results):
-                    store.append(to_record(problem, result, per_problem))
+                    store.append(to_record(problem, result, per_problem, *sizes))
                 bar.update(len(batch))
     wanted = {p.id for p in problems}
     records = [r for r in store.records if r["problem_id"] in wanted]

@@ -60,6 +60,9 @@ class StrategyResult:
     candidates: list[Candidate]
     chosen_index: int | None
     chosen_answer: str | None
+    # Compute spent on this problem: tokens sent to the policy (each prompt counted once per
+    # call), tokens it generated (kept or pruned), and PRM input tokens scored.
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    prm_tokens: int = 0
     meta: dict[str, Any] = field(default_factory=dict)

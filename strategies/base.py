@@ -9,6 +9,7 @@ from typing import Any
 from itc.grading import extract_boxed, group_by_equivalence
 from itc.policy import Policy
 from itc.types import Candidate, Completion, Problem, StrategyResult
+from strategies.accounting import Usage
 
 
 def split_steps(text: str, delimiter: str) -> list[str]:
@@ -62,13 +63,25 @@ class Strategy(ABC):
         """Solve a batch of problems; one result per problem, in order."""
 
     @staticmethod
-    def result(problem: Problem, candidates: list[Candidate], chosen: int | None, prompt_tokens: int, **meta: Any) -> StrategyResult:
+    def result(
+        problem: Problem,
+        candidates: list[Candidate],
+        chosen: int | None,
+        prompt_tokens: int = 0,
+        usage: Usage | None = None,
+        **meta: Any,
+    ) -> StrategyResult:
+        """The result for one problem; ``usage`` (from a :class:`Meter`) is the compute spent,
+        else the prompt once and the candidates' own tokens."""
         return StrategyResult(
             problem_id=problem.id,
             candidates=candidates,
             chosen_index=chosen,
             chosen_answer=None if chosen is None else candidates[chosen].answer,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=sum(c.completion_tokens for c in candidates),
+            prompt_tokens=usage.prompt_tokens if usage else prompt_tokens,
+            completion_tokens=(
+                usage.completion_tokens if usage else sum(c.completion_tokens for c in candidates)
+            ),
+            prm_tokens=usage.prm_tokens if usage else 0,
             meta=meta,
         )

@@ -18,6 +18,12 @@ SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 VLLM_TEST_OVERRIDES = ["policy.vllm.enforce_eager=true"]
 
 
+def compose_app(name: str, overrides: list[str]):
+    """A real app config (``configs/<name>.yaml``) composed by Hydra, with overrides."""
+    with initialize_config_module(config_module="configs", version_base="1.3"):
+        return compose(config_name=name, overrides=overrides)
+
+
 def compose_run(overrides: list[str] | None = None):
     """The real ``configs/run.yaml`` composed by Hydra, with overrides."""
     with initialize_config_module(config_module="configs", version_base="1.3"):
@@ -66,3 +72,49 @@ def hf_policy(toy_policy_path):
 
     cfg = compose_run(["policy.backend=hf"])
     return build_policy(cfg.policy, seed=cfg.seed)
+
+
+# A PRM trained in seconds by itc-train-prm's own code path (the default toy PRM takes
+# half an hour); shared by the PRM and strategy tests.
+TINY_TRAIN = [
+    "data.toy.num_problems=24",
+    "data.toy.samples_per_problem=2",
+    "data.toy_corrupted.num_problems=8",
+    "training.max_steps=12",
+    "training.per_device_train_batch_size=8",
+    "training.save_steps=6",
+    "training.disable_tqdm=true",
+    "model.base=null",  # a fresh 1-layer backbone: the default base LM takes minutes to build
+    "model.num_layers=1",
+]
+
+
+@pytest.fixture(scope="session")
+def trained_prm(tmp_path_factory, vllm_policy):
+    """A PRM trained by itc-train-prm's own code path on solutions sampled through vLLM."""
+    from itc.cli.train_prm import run
+
+    out = tmp_path_factory.mktemp("trained_prm")
+    cfg = compose_app(
+        "train_prm", VLLM_TEST_OVERRIDES + TINY_TRAIN + [f"output_dir={out}", f"data.cache={out}/data"]
+    )
+    report = run(cfg, release_engines=False)
+    return out, report
+
+
+def prm_config(out, backend: str = "vllm"):
+    """The eval_prm app's prm entry on the checkpoint in ``out``, with the tests' engine settings."""
+    cfg = compose_app("eval_prm", [f"prm.model={out}/checkpoint"]).prm.copy()
+    cfg.backend = backend
+    cfg.vllm.enforce_eager = True
+    cfg.vllm.engine_kwargs = {"kv_cache_memory_bytes": 64 << 20}
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def vllm_prm(trained_prm):
+    """The session's one vLLM pooling engine on the trained test PRM."""
+    from prm.scoring import build_prm
+
+    out, _ = trained_prm
+    return build_prm(prm_config(out, "vllm"))

@@ -8,20 +8,14 @@ import math
 
 import pytest
 import torch
-from hydra import compose, initialize_config_module
 
-from conftest import VLLM_TEST_OVERRIDES
+from conftest import TINY_TRAIN, VLLM_TEST_OVERRIDES, compose_app, prm_config
 from evals.prm_metrics import best_threshold, first_error, processbench, roc_auc
 from itc.toy import generate
 from itc.toy.tokenizer import build_tokenizer
 from prm.data import PRMDataError, StepLabelled, load_processbench
 from prm.scoring import QwenPRMFormat
 from prm.training import IGNORE, build_examples, orm_label, soft_cross_entropy
-
-
-def compose_app(name: str, overrides: list[str]):
-    with initialize_config_module(config_module="configs", version_base="1.3"):
-        return compose(config_name=name, overrides=overrides)
 
 
 def toy_record(steps: list[str] | None = None) -> StepLabelled:
@@ -217,32 +211,6 @@ def test_corrupted_solutions_end_at_one_exactly_labelled_wrong_step(tmp_path):
 # --- the real pipeline --------------------------------------------------------------------
 
 
-TINY_TRAIN = [
-    "data.toy.num_problems=24",
-    "data.toy.samples_per_problem=2",
-    "data.toy_corrupted.num_problems=8",
-    "training.max_steps=12",
-    "training.per_device_train_batch_size=8",
-    "training.save_steps=6",
-    "training.disable_tqdm=true",
-    "model.base=null",  # a fresh 1-layer backbone: the default base LM takes minutes to build
-    "model.num_layers=1",
-]
-
-
-@pytest.fixture(scope="session")
-def trained_prm(tmp_path_factory, vllm_policy):
-    """A PRM trained by itc-train-prm's own code path on solutions sampled through vLLM."""
-    from itc.cli.train_prm import run
-
-    out = tmp_path_factory.mktemp("trained_prm")
-    cfg = compose_app(
-        "train_prm", VLLM_TEST_OVERRIDES + TINY_TRAIN + [f"output_dir={out}", f"data.cache={out}/data"]
-    )
-    report = run(cfg, release_engines=False)
-    return out, report
-
-
 @pytest.mark.vllm
 def test_itc_train_prm_writes_a_checkpoint_and_report(trained_prm):
     out, report = trained_prm
@@ -279,14 +247,9 @@ def test_vllm_and_transformers_agree_on_the_trained_checkpoint(trained_prm, vllm
     problems = [p.to_problem() for p in generate(6, seed=11)]
     outs = vllm_policy.generate([vllm_policy.format_prompt(p.problem) for p in problems], n=3)
     cands = [[split_steps(c.text, "\n\n") for c in cs] for cs in outs]
-    ev = compose_app("eval_prm", [f"prm.model={out}/checkpoint"])
     scores = {}
     for backend in ("vllm", "hf"):
-        cfg = ev.prm.copy()
-        cfg.backend = backend
-        cfg.vllm.enforce_eager = True
-        cfg.vllm.engine_kwargs = {"kv_cache_memory_bytes": 64 << 20}
-        scores[backend] = build_prm(cfg).score([p.problem for p in problems], cands)
+        scores[backend] = build_prm(prm_config(out, backend)).score([p.problem for p in problems], cands)
     flat = lambda s: [x for p in s for c in p for x in c]  # noqa: E731
     assert len(flat(scores["vllm"])) == len(flat(scores["hf"])) > 20
     diff = max(abs(a - b) for a, b in zip(flat(scores["vllm"]), flat(scores["hf"])))

@@ -65,6 +65,12 @@ class PRM(ABC):
         ``candidates[i]`` holds problem i's candidates, each a list of step strings; a
         candidate with no steps gets ``[]``. Everything goes to the backend as one batch.
         """
+        return self.score_with_usage(problems, candidates)[0]
+
+    def score_with_usage(
+        self, problems: Sequence[str], candidates: Sequence[Sequence[Sequence[str]]]
+    ) -> tuple[list[list[list[float]]], list[int]]:
+        """:meth:`score`, and the number of input tokens scored for each problem."""
         if len(problems) != len(candidates):
             raise ValueError(f"{len(problems)} problems but {len(candidates)} candidate lists")
         where, batch = [], []
@@ -76,9 +82,11 @@ class PRM(ABC):
         flat = self._score_encoded(batch) if batch else []
         self.tokens_scored += sum(len(e.input_ids) for e in batch)
         out: list[list[list[float]]] = [[[] for _ in cands] for cands in candidates]
-        for (i, j), scores in zip(where, flat):
+        tokens = [0] * len(candidates)
+        for (i, j), scores, enc in zip(where, flat, batch):
             out[i][j] = scores
-        return out
+            tokens[i] += len(enc.input_ids)
+        return out, tokens
 
     def aggregate(self, step_scores: Sequence[float], how: str | None = None) -> float:
         return aggregate(step_scores, how or self.aggregation)

@@ -1,0 +1,125 @@
+"""Step-level search state shared by the tree-search strategies (beam search, DVTS,
+lookahead, self-reflection, MCTS): partial solutions extended one step at a time, batched
+across problems, with their PRM step scores."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from itc.policy import Policy, PromptTooLongError
+from itc.types import Candidate, Problem
+from strategies.accounting import Meter
+from strategies.base import make_candidate
+
+BOXED = "\\boxed"
+
+
+@dataclass
+class Partial:
+    """A partial solution of problem ``owner``: its steps so far and their PRM scores."""
+
+    owner: int
+    steps: list[str] = field(default_factory=list)
+    step_scores: list[float] = field(default_factory=list)
+    tokens: int = 0  # completion tokens along this path
+    finished: bool = False  # the solution ended (EOS, or a step with a final \boxed answer)
+    dead: bool = False  # cannot be extended: empty or over-long step, or context full
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def open(self) -> bool:
+        return not (self.finished or self.dead)
+
+    def child(self, text: str, num_tokens: int, finish_reason: str) -> Partial:
+        """This path extended by one generated step (``text`` without the delimiter)."""
+        step = text.strip()
+        new = Partial(self.owner, self.steps + ([step] if step else []), list(self.step_scores), self.tokens + num_tokens)
+        new.finished = finish_reason == "eos" or BOXED in step
+        new.dead = not new.finished and (not step or finish_reason == "length")
+        return new
+
+    def to_candidate(self, delimiter: str, **meta: Any) -> Candidate:
+        text = delimiter.join(self.steps)
+        return make_candidate(
+            text,
+            delimiter,
+            completion_tokens=self.tokens,
+            finished=self.finished,
+            step_scores=list(self.step_scores),
+            meta={**self.meta, **meta},
+        )
+
+
+def extend(
+    meter: Meter,
+    policy: Policy,
+    problems: Sequence[Problem],
+    parents: Sequence[Partial],
+    n: int,
+    temperature: float | None = None,
+    whole: bool = False,
+    prompts: Sequence[str] | None = None,
+) -> list[list[Partial]]:
+    """``n`` continuations of each parent in one batched call: one step each, or with
+    ``whole`` the rest of the solution (split into steps). ``prompts`` replaces the default
+    prompt (the problem, then the parent's steps) of each parent. A parent whose prompt no
+    longer fits the policy's context gets no children and is marked dead."""
+    given = prompts
+    prompts, owners, rows = [], [], []
+    for k, parent in enumerate(parents):
+        prompt = given[k] if given is not None else policy.format_prompt(problems[parent.owner].problem, parent.steps)
+        try:
+            policy.check_prompt(prompt)
+        except PromptTooLongError:
+            parent.dead = True
+            continue
+        prompts.append(prompt)
+        owners.append(parent.owner)
+        rows.append(k)
+    outputs = meter.generate(policy, prompts, owners, n=n, temperature=temperature, one_step=not whole)
+    children: list[list[Partial]] = [[] for _ in parents]
+    for k, completions in zip(rows, outputs):
+        for c in completions:
+            if whole:
+                children[k].append(_whole(parents[k], c.text, c.num_tokens, c.finished, policy.step_delimiter))
+            else:
+                children[k].append(parents[k].child(c.text, c.num_tokens, c.finish_reason))
+    return children
+
+
+def _whole(parent: Partial, text: str, num_tokens: int, finished: bool, delimiter: str) -> Partial:
+    steps = [s.strip() for s in text.split(delimiter) if s.strip()]
+    new = Partial(parent.owner, parent.steps + steps, list(parent.step_scores), parent.tokens + num_tokens)
+    new.finished = finished or any(BOXED in s for s in steps[-1:])
+    new.dead = not new.finished
+    return new
+
+
+def score(meter: Meter, prm: Any, problems: Sequence[Problem], partials: Sequence[Partial]) -> None:
+    """Score every step of each partial in one batched PRM call (grouped by problem for the
+    accounting); sets ``step_scores``."""
+    groups: dict[int, list[Partial]] = {}
+    for p in partials:
+        if p.steps:
+            groups.setdefault(p.owner, []).append(p)
+    owners = list(groups)
+    scores = meter.score(
+        prm, [problems[i].problem for i in owners], [[p.steps for p in groups[i]] for i in owners], owners
+    )
+    for i, per_problem in zip(owners, scores):
+        for p, s in zip(groups[i], per_problem):
+            p.step_scores = s
+
+
+def dedupe(partials: Sequence[Partial]) -> list[Partial]:
+    """The partials with distinct step lists, first occurrence kept."""
+    seen: set[tuple[str, ...]] = set()
+    out = []
+    for p in partials:
+        key = tuple(p.steps)
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out

@@ -1,0 +1,240 @@
+"""Search strategies: selection and search logic on small fakes, then each strategy through
+the real vLLM engine with the toy policy and a PRM trained by itc-train-prm."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+import pytest
+
+from itc.policy.base import Policy, PromptConfig, SamplingConfig
+from itc.types import Candidate, Completion, Problem
+from strategies.beam_search import BeamSearch
+from strategies.best_of_n import BestOfN
+from strategies.dvts import DVTS
+from strategies.lookahead import Lookahead
+from strategies.mcts import MCTS
+from strategies.selection import select
+from strategies.self_reflection import SelfReflection, doubt
+from strategies.steps import Partial
+
+DELIM = "\n\n"
+LENGTH = 4  # steps before the answer
+
+
+class StepPolicy(Policy):
+    """A fake policy: each step is "ok k" or, with probability ``p_bad``, "bad k"; after
+    LENGTH steps comes \\boxed{7} when every step was ok, else \\boxed{<number of bad steps>}.
+    One token per character."""
+
+    name = "steps"
+    max_model_len = 10_000
+
+    def __init__(self, p_bad: float = 0.5, seed: int = 0) -> None:
+        self.p_bad = p_bad
+        self.rng = random.Random(seed)
+        self.prompt_config = PromptConfig(chat_template=False, template="{problem}\n\n")
+        self.sampling = SamplingConfig()
+        self.calls: list[tuple[int, int, bool]] = []
+
+    @property
+    def num_parameters(self) -> int:
+        return 10
+
+    def count_tokens(self, text: str) -> int:
+        return len(text)
+
+    def _next(self, steps: list[str], temperature: float | None) -> str:
+        if len(steps) >= LENGTH:
+            bad = sum(s.startswith("bad") for s in steps)
+            return f"\\boxed{{{7 if bad == 0 else bad}}}"
+        greedy = temperature == 0.0
+        return f"{'bad' if not greedy and self.rng.random() < self.p_bad else 'ok'} {len(steps)}"
+
+    def generate(self, prompts: Sequence[str], n=1, *, temperature=None, max_tokens=None, one_step=False):
+        self.calls.append((len(prompts), n, one_step))
+        out = []
+        for prompt in prompts:
+            done = [s for s in prompt.split(DELIM)[1:] if s.startswith(("ok", "bad"))]
+            comps = []
+            for _ in range(n):
+                steps = list(done)
+                new = []
+                while True:
+                    new.append(self._next(steps, temperature))
+                    steps.append(new[-1])
+                    if one_step or "boxed" in new[-1]:
+                        break
+                text = DELIM.join(new)
+                eos = "boxed" in new[-1]
+                comps.append(Completion(text, len(text), eos, "eos" if eos else "step"))
+            out.append(comps)
+        return out
+
+
+class StepPRM:
+    """A fake PRM with the embedded world's convention: a step scores 0.9 while the solution
+    is on track (no "bad" step so far), else 0.1; one token per step."""
+
+    num_parameters = 3
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    @staticmethod
+    def on_track(steps):
+        return [0.1 if any(s.startswith("bad") for s in steps[: k + 1]) else 0.9 for k in range(len(steps))]
+
+    def score_with_usage(self, problems, candidates):
+        self.calls += 1
+        scores = [[self.on_track(steps) for steps in cands] for cands in candidates]
+        return scores, [sum(len(steps) for steps in cands) for cands in candidates]
+
+
+def problems(k: int = 3) -> list[Problem]:
+    return [Problem(id=f"p{i}", problem=f"problem {i}", answer="7") for i in range(k)]
+
+
+def accuracy(results) -> float:
+    return sum(r.chosen_answer == "7" for r in results) / len(results)
+
+
+def cand(answer, scores, finished=True):
+    return Candidate(text="", steps=["s"] * len(scores), answer=answer, completion_tokens=1, finished=finished, step_scores=scores)
+
+
+# --- selection ------------------------------------------------------------------------------
+
+
+def test_selection_highest_weighted_and_plain_majority():
+    cands = [cand("1", [0.9, 0.2]), cand("2", [0.6]), cand("2", [0.5]), cand("1", [0.3])]
+    assert select(cands, "highest", "last") == 1  # 0.2, 0.6, 0.5, 0.3 under "last"
+    assert select(cands, "highest", "mean") == 1
+    assert select(cands, "weighted_majority", "min") == 1  # "2": 1.1 against "1": 0.5
+    assert select(cands, "majority", "min") == 0  # tie, the class seen first
+    assert cands[0].score == pytest.approx(0.2)  # the aggregation used is recorded
+
+
+def test_unfinished_and_unanswered_candidates_are_never_chosen():
+    cands = [cand("1", [0.99], finished=False), cand(None, [0.98]), cand("3", [0.1])]
+    assert select(cands, "highest", "min") == 2
+    assert select([cand("1", [0.9], finished=False)], "highest", "min") is None
+    with pytest.raises(ValueError, match="aggregation 'median'"):
+        select(cands, "highest", "median")
+
+
+def test_prm_strategies_say_how_to_configure_a_prm():
+    with pytest.raises(ValueError, match="prm=toy"):
+        BestOfN(n=2).run(problems(1), StepPolicy())
+
+
+# --- search logic ---------------------------------------------------------------------------
+
+
+def test_best_of_n_scores_all_samples_in_one_call_and_counts_compute():
+    policy, prm = StepPolicy(), StepPRM()
+    results = BestOfN(n=8, selection="highest").run(problems(), policy, prm)
+    assert policy.calls == [(3, 8, False)] and prm.calls == 1
+    r = results[0]
+    assert len(r.candidates) == 8 and all(c.step_scores for c in r.candidates)
+    assert r.prm_tokens == sum(len(c.steps) for c in r.candidates)
+    assert r.completion_tokens == sum(c.completion_tokens for c in r.candidates)
+    assert r.prompt_tokens == len("problem 0\n\n")
+
+
+def test_beam_search_beats_sampling_and_counts_pruned_tokens():
+    probs = problems(20)
+    sampled = BestOfN(n=1).run(probs, StepPolicy(p_bad=0.3, seed=1), StepPRM())
+    policy = StepPolicy(p_bad=0.3, seed=1)
+    beams = BeamSearch(n=8, beam_width=2).run(probs, policy, StepPRM())
+    assert accuracy(beams) >= 0.9 > 0.5 > accuracy(sampled)
+    # one batched call per iteration for all problems: the first samples N, then M per kept beam
+    assert policy.calls[0] == (20, 8, True) and policy.calls[1] == (20 * 4, 2, True)
+    r = beams[0]
+    assert all(c.finished for c in r.candidates) and len(r.candidates) >= 8
+    assert r.completion_tokens > sum(c.completion_tokens for c in r.candidates)  # pruned beams count
+
+
+def test_beam_search_out_of_steps_returns_no_answer():
+    (r,) = BeamSearch(n=4, beam_width=2, max_steps=2).run(problems(1), StepPolicy(), StepPRM())
+    assert r.chosen_answer is None and r.candidates and not any(c.finished for c in r.candidates)
+
+
+def test_dvts_keeps_its_tree_and_never_answers_from_an_unfinished_subtree():
+    results = DVTS(n=8, beam_width=4).run(problems(5), StepPolicy(seed=2), StepPRM())
+    assert accuracy(results) == 1.0
+    r = results[0]
+    assert len(r.candidates) == 2  # N/M subtrees
+    tree = r.meta["tree"]
+    assert len(tree) == 2 * 4 * (LENGTH + 1)  # M children per subtree per step
+    kept = [n for n in tree if n["kept"]]
+    assert len(kept) == 2 * (LENGTH + 1)
+    assert all(n["parent"] is None or tree[n["parent"]]["kept"] for n in tree)
+    (short,) = DVTS(n=4, beam_width=2, max_steps=3).run(problems(1), StepPolicy(), StepPRM())
+    assert short.chosen_answer is None and not any(c.finished for c in short.candidates)
+
+
+def test_lookahead_ranks_by_rollouts_and_counts_their_tokens():
+    probs = problems(10)
+    plain = BeamSearch(n=4, beam_width=2).run(probs, StepPolicy(p_bad=0.3, seed=3), StepPRM())
+    policy = StepPolicy(p_bad=0.3, seed=3)
+    ahead = Lookahead(n=4, beam_width=2, lookahead=2).run(probs, policy, StepPRM())
+    assert accuracy(ahead) >= 0.7
+    from strategies.accounting import Meter
+
+    beam, meter = Partial(0, ["ok 0"], [0.9]), Meter(1)
+    Lookahead(n=2, lookahead=2).rank(meter, StepPolicy(p_bad=1.0), StepPRM(), problems(1), [beam])
+    # rolled out at temperature 0 (the fake is then never "bad"), scored, and counted
+    assert beam.meta == {"rank": 0.9, "lookahead_steps": 2}
+    assert meter.usage[0].completion_tokens == len("ok 1") + len("ok 2")
+    assert meter.usage[0].prm_tokens == 3
+    assert sum(r.completion_tokens for r in ahead) > sum(r.completion_tokens for r in plain)
+    assert sum(r.prm_tokens for r in ahead) > sum(r.prm_tokens for r in plain)
+
+
+def test_self_reflection_backtracks_from_the_doubted_step_and_keeps_every_round():
+    p = Partial(0, ["ok 0", "bad 1", "ok 2"], [0.9, 0.1, 0.9], finished=True)
+    assert doubt(p, 0.5) == (1, "the verifier scores it 0.10")
+    assert doubt(Partial(0, ["A+1 2+1=4"], [0.9], finished=True), 0.5) == (0, "an equation in it is false")
+    assert doubt(Partial(0, ["ok 0"], [0.9], finished=True), 0.5)[1].startswith("no final answer")
+    assert doubt(Partial(0, ["ok 0", "\\boxed{7}"], [0.9, 0.9], finished=True), 0.5) is None
+
+    results = SelfReflection(n=4, rounds=3).run(problems(10), StepPolicy(p_bad=0.3, seed=4), StepPRM())
+    one_shot = BestOfN(n=4, selection="weighted_majority").run(problems(10), StepPolicy(p_bad=0.3, seed=4), StepPRM())
+    assert accuracy(results) >= accuracy(one_shot)
+    for r in results:
+        rounds = {}
+        for c in r.candidates:
+            rounds.setdefault(c.meta["chain"], []).append(c)
+        assert sorted(rounds) == [0, 1, 2, 3]
+        for chain in rounds.values():
+            assert [c.meta["round"] for c in chain] == list(range(len(chain)))
+            assert [c.meta["final"] for c in chain] == [False] * (len(chain) - 1) + [True]
+            for before, after in zip(chain, chain[1:]):  # resampled from the doubted step only
+                k = next(i for i, s in enumerate(before.step_scores) if s < 0.5)
+                assert after.steps[:k] == before.steps[:k]
+        assert r.chosen_index is None or r.candidates[r.chosen_index].meta["final"]
+
+
+def test_self_reflection_revise_mode_puts_the_feedback_in_the_prompt():
+    seen = []
+
+    class Recording(StepPolicy):
+        def generate(self, prompts, n=1, **kw):
+            seen.extend(prompts)
+            return super().generate(prompts, n, **kw)
+
+    SelfReflection(n=2, rounds=1, mode="revise").run(problems(1), Recording(p_bad=1.0), StepPRM())
+    assert any("looks wrong (the verifier scores it 0.10)" in p and "A previous attempt" in p for p in seen)
+
+
+def test_mcts_merges_identical_samples_and_finds_the_answer():
+    results = MCTS(n=6, children=4, rollouts=0).run(problems(3), StepPolicy(p_bad=0.0), StepPRM())
+    r = results[0]
+    assert r.chosen_answer == "7"
+    assert max(n["samples"] for n in r.meta["tree"]) == 4  # four identical samples, one node
+    with_rollouts = MCTS(n=8, children=3, rollouts=2).run(problems(20), StepPolicy(p_bad=0.3, seed=5), StepPRM())
+    sampled = BestOfN(n=1).run(problems(20), StepPolicy(p_bad=0.3, seed=5), StepPRM())
+    assert accuracy(with_rollouts) >= 0.8 > 0.6 > accuracy(sampled)
+    assert any(c.meta["source"] == "rollout" for c in with_rollouts[0].candidates)
