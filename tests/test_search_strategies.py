@@ -238,3 +238,52 @@ def test_mcts_merges_identical_samples_and_finds_the_answer():
     sampled = BestOfN(n=1).run(problems(20), StepPolicy(p_bad=0.3, seed=5), StepPRM())
     assert accuracy(with_rollouts) >= 0.8 > 0.6 > accuracy(sampled)
     assert any(c.meta["source"] == "rollout" for c in with_rollouts[0].candidates)
+
+
+# --- through the real components --------------------------------------------------------------
+
+STRATEGIES = ["best_of_n", "beam_search", "dvts", "lookahead", "self_reflection", "mcts"]
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("name", STRATEGIES)
+def test_each_strategy_through_vllm_with_a_trained_prm(name, vllm_policy, vllm_prm):
+    from conftest import VLLM_TEST_OVERRIDES, compose_run
+    from itc.toy import generate
+    from strategies import build_strategy
+
+    cfg = compose_run(VLLM_TEST_OVERRIDES + [f"strategy={name}", "n=4", "prm=toy"])
+    strategy = build_strategy(cfg.strategy)
+    assert strategy.name == name and strategy.n == 4
+    probs = [p.to_problem() for p in generate(3, seed=21, levels=(1, 2, 3))]
+    results = strategy.run(probs, vllm_policy, vllm_prm)
+    assert [r.problem_id for r in results] == [p.id for p in probs]
+    for r in results:
+        assert r.candidates and r.prompt_tokens > 0 and r.completion_tokens > 0 and r.prm_tokens > 0
+        scored = [c for c in r.candidates if c.steps]
+        assert scored and all(len(c.step_scores) == len(c.steps) for c in scored)
+        assert all(0.0 <= s <= 1.0 for c in scored for s in c.step_scores)
+        if r.chosen_index is not None:
+            chosen = r.candidates[r.chosen_index]
+            assert chosen.finished and chosen.answer == r.chosen_answer
+
+
+@pytest.mark.vllm
+def test_itc_run_with_a_search_strategy_writes_compute_accounting(tmp_path, vllm_policy, vllm_prm):
+    import json
+
+    from conftest import VLLM_TEST_OVERRIDES, compose_run
+    from itc.runner import run_experiment
+
+    cfg = compose_run(VLLM_TEST_OVERRIDES + ["strategy=beam_search", "n=4", "prm=toy", "dataset.num_problems=4"])
+    metrics = run_experiment(cfg, tmp_path, policy=vllm_policy, prm=vllm_prm)
+    records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 4
+    for r in records:
+        assert r["prm_tokens"] > 0
+        assert r["policy_flops"] == 2 * vllm_policy.num_parameters * (r["prompt_tokens"] + r["completion_tokens"])
+        assert r["prm_flops"] == 2 * vllm_prm.num_parameters * r["prm_tokens"]
+    assert metrics["prm_tokens"] == sum(r["prm_tokens"] for r in records)
+    assert metrics["flops_per_problem"] == pytest.approx(
+        sum(r["policy_flops"] + r["prm_flops"] for r in records) / 4
+    )
