@@ -1,4 +1,4 @@
-"""Test-time scaling curves: accuracy against N and against tokens, one line per strategy."""
+"""Test-time scaling curves: accuracy against N, tokens and FLOPs, one line per strategy."""
 
 from __future__ import annotations
 
@@ -28,6 +28,14 @@ def collect_metrics(dirs: list[str | Path]) -> list[dict[str, Any]]:
     return list(found.values())
 
 
+def with_subsamples(metrics: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``metrics`` plus the smaller-N points each independent-sample run gives
+    (:mod:`evals.subsample`), placed first so that a real run at the same N wins."""
+    from evals.subsample import subsampled_metrics
+
+    return [s for m in metrics for s in subsampled_metrics(m)] + list(metrics)
+
+
 def series(metrics: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Metrics grouped into lines (by strategy, plus policy/dataset when they vary), by N."""
     policies = {m.get("policy") for m in metrics}
@@ -54,7 +62,10 @@ def table_rows(lines: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                 "accuracy": round(m["accuracy"], 4),
                 "problems": m["num_problems"],
                 "completion_tokens_per_problem": round(m["completion_tokens_per_problem"], 1),
+                "prm_tokens_per_problem": round(m.get("prm_tokens", 0) / max(1, m["num_problems"]), 1),
+                "flops_per_problem": f"{m.get('flops_per_problem', 0.0):.3g}",
                 "wall_seconds": m.get("wall_seconds"),
+                "subsampled_from": m.get("subsampled_from"),
             }
             for lvl in levels:
                 acc = m.get("accuracy_by_level", {}).get(lvl)
@@ -79,26 +90,31 @@ def write_tables(rows: list[dict[str, Any]], out_dir: Path) -> tuple[Path, Path]
 
 
 def plot(lines: dict[str, list[dict[str, Any]]], out_dir: Path) -> list[Path]:
-    """``curves.png`` (accuracy vs N, vs tokens) and ``curves_by_level.png``."""
+    """``curves.png`` (accuracy vs N, vs completion tokens, vs estimated FLOPs of policy and
+    PRM together) and ``curves_by_level.png``."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    fig, (ax_n, ax_t) = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, (ax_n, ax_t, ax_f) = plt.subplots(1, 3, figsize=(15, 4.2))
     for label, pts in lines.items():
         ns = [m["n"] for m in pts]
         acc = [m["accuracy"] for m in pts]
         tok = [m["completion_tokens_per_problem"] for m in pts]
+        flops = [m.get("flops_per_problem") or float("nan") for m in pts]
         style = dict(marker="o", label=label) if len(pts) > 1 else dict(marker="*", markersize=12, linestyle="", label=label)
         ax_n.plot(ns, acc, **style)
         ax_t.plot(tok, acc, **style)
+        ax_f.plot(flops, acc, **style)
     ax_n.set_xscale("log", base=2)
     ax_n.set_xlabel("N (budget per problem)")
     ax_t.set_xscale("log")
     ax_t.set_xlabel("completion tokens per problem")
-    for ax in (ax_n, ax_t):
+    ax_f.set_xscale("log")
+    ax_f.set_xlabel("FLOPs per problem (policy + PRM, 2 x params x tokens)")
+    for ax in (ax_n, ax_t, ax_f):
         ax.set_ylabel("accuracy")
         ax.grid(alpha=0.3)
     ax_n.legend(fontsize=8)

@@ -42,3 +42,36 @@ def test_curves_without_metrics_is_a_clear_error(tmp_path, capsys):
         curves_main([str(tmp_path)])
     assert e.value.code == 2
     assert "no metrics.json" in capsys.readouterr().err
+
+
+def test_subsampling_one_best_of_n_run_gives_the_smaller_n(tmp_path, capsys):
+    from evals.subsample import subsampled_metrics
+
+    run = tmp_path / "sweep" / "best_of_n-n4"
+    run.mkdir(parents=True)
+    (run / "run_config.json").write_text(json.dumps({"strategy": {"selection": "highest", "aggregation": "min"}}))
+    cands = [  # (answer, correct, step scores): the best-scoring sample is right only from k=2 on
+        ("3", False, [0.4]), ("5", True, [0.9]), ("3", False, [0.2]), ("3", False, [0.1]),
+    ]
+    record = {
+        "problem_id": "p", "level": 1, "correct": True, "prompt_tokens": 10, "completion_tokens": 40,
+        "prm_tokens": 80, "policy_flops": 100.0, "prm_flops": 160.0, "wall_seconds": 4.0,
+        "candidates": [
+            {"text": "", "steps": ["s"], "answer": a, "completion_tokens": 10, "finished": True,
+             "step_scores": s, "score": None, "correct": ok, "meta": {}}
+            for a, ok, s in cands
+        ],
+    }
+    (run / "results.jsonl").write_text(json.dumps(record) + "\n")
+    metrics = {"strategy": "best_of_n", "n": 4, "accuracy": 1.0, "num_problems": 1, "policy": "toy",
+               "dataset": "toy", "completion_tokens_per_problem": 40, "accuracy_by_level": {"1": 1.0}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    subs = subsampled_metrics({**metrics, "run_dir": str(run)})
+    assert [(m["n"], m["accuracy"], m["completion_tokens"], m["prm_tokens"]) for m in subs] == [
+        (1, 0.0, 10, 20), (2, 1.0, 20, 40)
+    ]
+    assert subsampled_metrics({**metrics, "strategy": "beam_search", "run_dir": str(run)}) == []
+
+    curves_main([str(tmp_path / "sweep"), "--subsample"])
+    out = capsys.readouterr().out
+    assert "| best_of_n | 1 | 0.000 |" in out and "| best_of_n | 4 | 1.000 |" in out

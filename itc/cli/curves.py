@@ -2,9 +2,10 @@
 
     itc-curves multirun/default                  # every metrics.json below it
     itc-curves runs/a runs/b --out reports/ab     # several folders, output elsewhere
+    itc-curves multirun/demo --subsample          # also N=1,2,4,8 from a best_of_n run at 16
 
-Writes curves.png (accuracy against N on a log scale, and against completion tokens per
-problem), curves_by_level.png, curves.md and curves.csv, and prints the Markdown table.
+Writes curves.png (accuracy against N on a log scale, against completion tokens per
+problem, and against estimated FLOPs per problem), curves_by_level.png, curves.md and curves.csv, and prints the Markdown table.
 """
 
 from __future__ import annotations
@@ -20,9 +21,15 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("dirs", nargs="+", help="run or sweep folders (searched for metrics.json)")
     parser.add_argument("--out", help="output folder (default: the first folder given)")
+    parser.add_argument(
+        "--subsample",
+        action="store_true",
+        help="add the points at N=1,2,4,... that each majority or best_of_n run gives by taking "
+        "its first k samples (valid for independent samples only; see evals/subsample.py)",
+    )
     args = parser.parse_args(argv)
 
-    from evals.curves import collect_metrics, plot, series, table_rows, write_tables
+    from evals.curves import collect_metrics, plot, series, table_rows, with_subsamples, write_tables
 
     try:
         metrics = collect_metrics(args.dirs)
@@ -30,7 +37,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"itc-curves: error: {e}", file=sys.stderr)
         sys.exit(2)
     out = Path(args.out or args.dirs[0])
-    lines = series(metrics)
+    lines = series(with_subsamples(metrics) if args.subsample else metrics)
     rows = table_rows(lines)
     csv_path, md_path = write_tables(rows, out)
     pngs = plot(lines, out)

@@ -1,0 +1,80 @@
+"""Batched beam search against the same search run one problem at a time (the anchors' way).
+
+    python benchmarks/beam_search_bench.py [--problems 64] [--n 16] [--beam-width 4]
+                                           [--prm toy] [--seed 0]
+
+Embedded-world problems (held-out split, every level), the toy policy on vLLM and a PRM
+(``--prm``: a configs/prm entry; ``toy`` is trained on first use, or pass
+``--prm-model PATH`` for a checkpoint), both engines started and warmed up before timing.
+The same strategy object, configuration and seed run (1) on all problems in one call,
+so each iteration is one vLLM generate call and one PRM call for every beam of every
+problem, and (2) on one problem per call. Prints accuracy, tokens and wall time of both;
+the last line is a JSON object with both wall times and their ratio.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+from hydra import compose, initialize_config_module
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--problems", type=int, default=64)
+    ap.add_argument("--n", type=int, default=16)
+    ap.add_argument("--beam-width", type=int, default=4)
+    ap.add_argument("--prm", default="toy", help="configs/prm entry (default: toy)")
+    ap.add_argument("--prm-model", help="checkpoint path overriding the entry's model")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+
+    from itc.grading import answers_equivalent
+    from itc.policy import build_policy
+    from itc.toy import generate
+    from prm.scoring import build_prm
+    from strategies.beam_search import BeamSearch
+
+    overrides = [f"prm={args.prm}", f"seed={args.seed}"]
+    if args.prm_model:
+        overrides.append(f"prm.model={args.prm_model}")
+    with initialize_config_module(config_module="configs", version_base="1.3"):
+        cfg = compose(config_name="run", overrides=overrides)
+    policy = build_policy(cfg.policy, seed=args.seed)
+    prm = build_prm(cfg.prm, seed=args.seed)
+    problems = [p.to_problem() for p in generate(args.problems, seed=args.seed)]
+    strategy = BeamSearch(n=args.n, beam_width=args.beam_width)
+    strategy.run(problems[:2], policy, prm)  # warm-up: engines compiled and caches filled
+
+    def timed(batches):
+        t0 = time.perf_counter()
+        results = [r for batch in batches for r in strategy.run(batch, policy, prm)]
+        seconds = time.perf_counter() - t0
+        correct = sum(answers_equivalent(r.chosen_answer, p.answer) for r, p in zip(results, problems))
+        return {
+            "seconds": round(seconds, 2),
+            "accuracy": round(correct / len(problems), 4),
+            "completion_tokens": sum(r.completion_tokens for r in results),
+            "prm_tokens": sum(r.prm_tokens for r in results),
+        }
+
+    batched = timed([problems])
+    print(f"batched   (1 call of {len(problems)} problems): {batched}", flush=True)
+    sequential = timed([[p] for p in problems])
+    print(f"sequential ({len(problems)} calls of 1 problem): {sequential}", flush=True)
+    print(json.dumps({
+        "problems": len(problems),
+        "n": args.n,
+        "beam_width": args.beam_width,
+        "batched_seconds": batched["seconds"],
+        "sequential_seconds": sequential["seconds"],
+        "speedup": round(sequential["seconds"] / batched["seconds"], 2),
+        "batched_accuracy": batched["accuracy"],
+        "sequential_accuracy": sequential["accuracy"],
+    }))
+
+
+if __name__ == "__main__":
+    main()
