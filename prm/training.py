@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import math
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,6 +67,8 @@ def build_examples(
     objective: str = "prm",
     max_length: int | None = None,
     dense_toy_labels: bool = False,
+    token_hints: Callable[[Sequence[Sequence[int]]], list[list[float]]] | None = None,
+    hint_weight: float = 0.0,
 ) -> tuple[list[PRMExample], int]:
     """Token ids and per-token targets for each record; returns (examples, skipped).
 
@@ -74,7 +76,8 @@ def build_examples(
     truncated record would lose the labels of its last steps silently. With
     ``dense_toy_labels`` (objective ``prm``), embedded-world records also get a label at every
     token of their steps (:func:`prm.data.toy.token_targets`); scores are still read at the
-    step tags only.
+    step tags only. ``token_hints`` (:func:`lm_token_probabilities`) blends a base LM's
+    probability of each token into those dense targets with ``hint_weight``.
     """
     from prm.data.toy import token_targets
 
@@ -88,17 +91,26 @@ def build_examples(
     if objective not in OBJECTIVES:
         raise ValueError(f"objective={objective!r} is not one of {', '.join(OBJECTIVES)}")
     examples, skipped = [], 0
+    encoded = []
     for rec in records:
         enc = format.encode(tokenizer, rec.problem, rec.steps)
         if max_length is not None and len(enc.input_ids) > max_length:
             skipped += 1
             continue
+        encoded.append((rec, enc))
+    hints: list[list[float] | None] = [None] * len(encoded)
+    if dense_toy_labels and token_hints is not None and hint_weight and objective == "prm":
+        toy = [k for k, (rec, _) in enumerate(encoded) if rec.source == "toy"]
+        for k, probs in zip(toy, token_hints([encoded[k][1].input_ids for k in toy])):
+            hints[k] = probs
+    for (rec, enc), hint in zip(encoded, hints):
         targets = [IGNORE] * len(enc.input_ids)
         if objective == "prm":
             for pos, label in zip(enc.positions, rec.labels):
                 targets[pos] = label
             if dense_toy_labels and rec.source == "toy":
-                for pos, label in token_targets(rec, enc.input_ids, enc.positions, decode).items():
+                dense = token_targets(rec, enc.input_ids, enc.positions, decode, hint, hint_weight)
+                for pos, label in dense.items():
                     if targets[pos] == IGNORE:
                         targets[pos] = label
         else:
@@ -107,6 +119,34 @@ def build_examples(
     if skipped:
         log.warning("skipped %d records longer than %s tokens", skipped, max_length)
     return examples, skipped
+
+
+def lm_token_probabilities(
+    model: PreTrainedModel, batch_size: int = 64
+) -> Callable[[Sequence[Sequence[int]]], list[list[float]]]:
+    """A function giving, for each sequence of token ids, the causal LM's probability of
+    every token given those before it (1.0 for the first)."""
+
+    def probabilities(sequences: Sequence[Sequence[int]]) -> list[list[float]]:
+        out: list[list[float]] = [[] for _ in sequences]
+        order = sorted(range(len(sequences)), key=lambda i: len(sequences[i]))
+        model.eval()
+        with torch.no_grad():
+            for start in range(0, len(order), batch_size):
+                idx = order[start : start + batch_size]
+                width = max(len(sequences[i]) for i in idx)
+                ids = torch.zeros((len(idx), width), dtype=torch.long)
+                mask = torch.zeros((len(idx), width), dtype=torch.long)
+                for row, i in enumerate(idx):
+                    ids[row, : len(sequences[i])] = torch.tensor(sequences[i])
+                    mask[row, : len(sequences[i])] = 1
+                logp = torch.log_softmax(model(input_ids=ids, attention_mask=mask).logits.float(), -1)
+                token = logp[:, :-1].gather(-1, ids[:, 1:, None])[..., 0].exp()
+                for row, i in enumerate(idx):
+                    out[i] = [1.0] + token[row, : len(sequences[i]) - 1].tolist()
+        return out
+
+    return probabilities
 
 
 class PRMDataset(Dataset):
@@ -325,6 +365,8 @@ def train(
     max_length: int | None = None,
     run_key: str = "",
     dense_toy_labels: bool = False,
+    token_hints: Callable[[Sequence[Sequence[int]]], list[list[float]]] | None = None,
+    hint_weight: float = 0.0,
 ) -> dict[str, Any]:
     """Train ``model`` on ``records`` and save it (with the tokenizer) to
     ``output_dir/checkpoint``, written to a temporary folder and renamed into place.
@@ -338,7 +380,7 @@ def train(
 
     output_dir = Path(output_dir)
     examples, skipped = build_examples(
-        records, tokenizer, format, objective, max_length, dense_toy_labels
+        records, tokenizer, format, objective, max_length, dense_toy_labels, token_hints, hint_weight
     )
     if not examples:
         raise ValueError("no training examples: the data mix is empty (see data.* in the config)")

@@ -81,6 +81,30 @@ def test_dense_toy_labels_mark_where_a_step_goes_wrong():
     (plain,), _ = build_examples([other], tok, fmt, "prm", dense_toy_labels=True)
     assert sum(y != IGNORE for y in plain.labels) == 1  # other sources: step tags only
 
+    # LM hints: every position's "probability" is 0.5 here; blended in while on track
+    half = lambda seqs: [[0.5] * len(s) for s in seqs]  # noqa: E731
+    (hinted,), _ = build_examples([rec], tok, fmt, "prm", dense_toy_labels=True, token_hints=half, hint_weight=0.4)
+    assert [hinted.labels[i] for i in tags] == rec.labels
+    dense_hinted = [y for i, y in enumerate(hinted.labels) if y != IGNORE and i not in tags]
+    dense_plain = [y for i, y in enumerate(dense.labels) if y != IGNORE and i not in tags]
+    first_wrong = dense_plain.index(0.0)
+    assert dense_hinted[:first_wrong] == pytest.approx([0.6 * 1 + 0.4 * 0.5] * first_wrong)
+    assert dense_hinted[first_wrong] == pytest.approx(0.4 * 0.5)  # the first wrong token: its hint
+    assert dense_hinted[first_wrong + 1 :] == [0.0] * (len(dense_plain) - first_wrong - 1)
+
+
+def test_lm_token_probabilities_are_the_causal_lms_own(hf_policy):
+    from prm.training import lm_token_probabilities
+
+    ids = hf_policy.tokenizer("Start at 3 and do A+2.", add_special_tokens=False)["input_ids"]
+    short = ids[:5]
+    probs = lm_token_probabilities(hf_policy.model, batch_size=2)([ids, short, ids])
+    assert probs[0] == probs[2] and len(probs[0]) == len(ids) and probs[0][0] == 1.0
+    assert probs[1] == pytest.approx(probs[0][:5], abs=1e-5)  # padding does not leak in
+    with torch.no_grad():
+        logp = torch.log_softmax(hf_policy.model(torch.tensor([ids])).logits[0], -1)
+    assert probs[0][3] == pytest.approx(logp[2, ids[3]].exp().item(), rel=1e-4)
+
 
 def test_soft_cross_entropy_is_cross_entropy_for_hard_labels_and_ignores_the_rest():
     torch.manual_seed(0)

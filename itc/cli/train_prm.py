@@ -40,7 +40,10 @@ def run(cfg: DictConfig, release_engines: bool = True) -> dict:
         return json.loads(report_path.read_text())
     out.mkdir(parents=True, exist_ok=True)
     c = OmegaConf.to_container(cfg, resolve=True)
-    data_cfg = {k: v for k, v in c["data"].items() if k not in ("max_length", "cache", "dense_toy_labels")}
+    data_cfg = {
+        k: v for k, v in c["data"].items()
+        if k not in ("max_length", "cache", "dense_toy_labels", "lm_hint_weight")
+    }
     policy_model = resolve_model_path(c["policy"]["model"])
     records, counts = build_mix(
         data_cfg,
@@ -53,6 +56,19 @@ def run(cfg: DictConfig, release_engines: bool = True) -> dict:
     log.info("data mix: %s", counts)
     tokenizer = load_tokenizer(c["model"]["tokenizer"], c["model"]["base"])
     model = make_model(c["model"], tokenizer, cfg.seed)
+    hint_weight = float(c["data"].get("lm_hint_weight") or 0.0)
+    token_hints = None
+    if hint_weight:
+        if not c["model"].get("base"):
+            raise ValueError("data.lm_hint_weight needs a base LM (model.base) to read hints from")
+        from transformers import AutoModelForCausalLM
+
+        from prm.training import lm_token_probabilities, resolve_base
+
+        base_lm = AutoModelForCausalLM.from_pretrained(
+            resolve_base(c["model"]["base"]), trust_remote_code=c["model"].get("trust_remote_code", False)
+        )
+        token_hints = lm_token_probabilities(base_lm)
     stats = train(
         records,
         model,
@@ -63,6 +79,8 @@ def run(cfg: DictConfig, release_engines: bool = True) -> dict:
         objective=cfg.objective,
         max_length=c["data"]["max_length"],
         dense_toy_labels=bool(c["data"].get("dense_toy_labels", False)),
+        token_hints=token_hints,
+        hint_weight=hint_weight,
         run_key=fingerprint(
             json.dumps({k: c[k] for k in ("objective", "model", "format", "data", "training")}, sort_keys=True),
             policy_model,

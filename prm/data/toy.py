@@ -123,6 +123,8 @@ def token_targets(
     input_ids: Sequence[int],
     positions: Sequence[int],
     decode: Callable[[int], str],
+    hints: Sequence[float] | None = None,
+    hint_weight: float = 0.0,
 ) -> dict[int, float]:
     """Dense labels for a toy-world record: every token of every step gets the label "still
     on track after this token" (the steps before were right and this step's text so far is a
@@ -132,7 +134,13 @@ def token_targets(
     where a next-token predictor would have been surprised, which is the signal the verifier
     has to learn. ``positions`` are the step tags' token positions in ``input_ids``, and
     ``decode`` maps one token id to its text. Records whose steps cannot be lined up with
-    their tokens get no dense labels ({})."""
+    their tokens get no dense labels ({}).
+
+    ``hints`` (a probability per position of ``input_ids``: a causal LM's probability of
+    that token given the ones before) blend into the targets with ``hint_weight``: a token
+    reached on track gets ``(1 - w) * label + w * hint``, one after the solution left the
+    track keeps 0. A calibrated LM's probability of a token is its estimate that the token
+    is right, a graded signal at every token where the gold label changes at one."""
     try:
         reference = task.parse_problem(record.problem).reference_steps()
     except ValueError:
@@ -148,8 +156,14 @@ def token_targets(
             return {}
         ref = reference[i] if i < len(reference) else None
         prefix = ""
+        before = on_track and ref is not None
         for k in range(j, tag):
             prefix += decode(input_ids[k])
-            out[k] = float(on_track and ref is not None and ref.startswith(prefix))
+            gold = float(on_track and ref is not None and ref.startswith(prefix))
+            if hints is not None and hint_weight:
+                out[k] = (1 - hint_weight) * gold + hint_weight * hints[k] if before else 0.0
+            else:
+                out[k] = gold
+            before = bool(gold)
         on_track = on_track and step.strip() == ref
     return out
