@@ -99,18 +99,20 @@ def _whole(parent: Partial, text: str, num_tokens: int, finished: bool, delimite
 
 def score(meter: Meter, prm: Any, problems: Sequence[Problem], partials: Sequence[Partial]) -> None:
     """Score every step of each partial in one batched PRM call (grouped by problem for the
-    accounting); sets ``step_scores``."""
-    groups: dict[int, list[Partial]] = {}
+    accounting); sets ``step_scores``. Identical partials of a problem (samples often repeat
+    a step) are scored once."""
+    groups: dict[int, dict[tuple[str, ...], list[Partial]]] = {}
     for p in partials:
         if p.steps:
-            groups.setdefault(p.owner, []).append(p)
+            groups.setdefault(p.owner, {}).setdefault(tuple(p.steps), []).append(p)
     owners = list(groups)
     scores = meter.score(
-        prm, [problems[i].problem for i in owners], [[p.steps for p in groups[i]] for i in owners], owners
+        prm, [problems[i].problem for i in owners], [[list(k) for k in groups[i]] for i in owners], owners
     )
     for i, per_problem in zip(owners, scores):
-        for p, s in zip(groups[i], per_problem):
-            p.step_scores = s
+        for same, s in zip(groups[i].values(), per_problem):
+            for p in same:
+                p.step_scores = list(s)
 
 
 def dedupe(partials: Sequence[Partial]) -> list[Partial]:

@@ -287,3 +287,21 @@ def test_itc_run_with_a_search_strategy_writes_compute_accounting(tmp_path, vllm
     assert metrics["flops_per_problem"] == pytest.approx(
         sum(r["policy_flops"] + r["prm_flops"] for r in records) / 4
     )
+
+
+def test_identical_partials_are_scored_once_and_charged_once():
+    from strategies.accounting import Meter
+    from strategies.steps import score
+
+    class Recording(StepPRM):
+        def score_with_usage(self, problems, candidates):
+            self.seen = candidates
+            return super().score_with_usage(problems, candidates)
+
+    prm, meter = Recording(), Meter(2)
+    parts = [Partial(0, ["ok 0"]), Partial(0, ["ok 0"]), Partial(0, ["bad 0"]), Partial(1, ["ok 0"]), Partial(1)]
+    score(meter, prm, problems(2), parts)
+    assert prm.seen == [[["ok 0"], ["bad 0"]], [["ok 0"]]]
+    assert [p.step_scores for p in parts] == [[0.9], [0.9], [0.1], [0.9], []]
+    assert parts[0].step_scores is not parts[1].step_scores
+    assert [u.prm_tokens for u in meter.usage] == [2, 1]
