@@ -17,6 +17,7 @@ from itc.policy import Policy, build_policy
 from itc.results import CONFIG_FILE, METRICS_FILE, ResultsStore, summarize, write_json_atomic
 from itc.types import Problem, StrategyResult
 from strategies import build_strategy
+from strategies.base import require_prm
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,8 @@ def run_experiment(
     if not problems:
         raise ValueError(f"dataset {cfg.dataset.name!r} selected no problems")
     strategy = build_strategy(cfg.strategy)
+    if strategy.needs_prm and prm is None and cfg.get("prm") is None:
+        require_prm(None, strategy.name)  # before any engine starts
     _check_resume(run_dir, cfg)
     store = ResultsStore(run_dir)
     todo = [p for p in problems if p.id not in store.done_ids]

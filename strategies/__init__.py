@@ -10,9 +10,17 @@ def build_strategy(cfg) -> Strategy:
     from hydra.utils import instantiate
     from omegaconf import OmegaConf
 
+    from hydra.errors import InstantiationException
+
+    from strategies.base import StrategyConfigError
+
     params = OmegaConf.to_container(cfg, resolve=True)
     params.pop("name", None)
-    return instantiate(params)
+    try:
+        return instantiate(params)
+    except InstantiationException as e:  # the strategy's own check, e.g. an unknown selection
+        cause = e.__cause__ or e
+        raise StrategyConfigError(f"strategy {cfg.get('name')!r}: {cause}") from e
 
 
 __all__ += ["build_strategy"]

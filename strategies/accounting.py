@@ -54,12 +54,3 @@ class Meter:
             self.usage[owner].prm_tokens += count
         return scores
 
-
-def require_prm(prm: Any, strategy: str) -> Any:
-    """The PRM, or an error that says how to configure one."""
-    if prm is None:
-        raise ValueError(
-            f"strategy {strategy!r} needs a process reward model: add prm=<entry> to the "
-            "command (prm=toy for the embedded world; see configs/prm/)"
-        )
-    return prm

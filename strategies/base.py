@@ -48,10 +48,25 @@ def majority_choice(candidates: Sequence[Candidate], weights: Sequence[float] | 
     return first[best]
 
 
+class StrategyConfigError(ValueError):
+    """A strategy's settings are invalid, or it lacks what it needs (a PRM)."""
+
+
+def require_prm(prm: Any, strategy: str) -> Any:
+    """The PRM, or an error that says how to configure one."""
+    if prm is None:
+        raise StrategyConfigError(
+            f"strategy {strategy!r} needs a process reward model: add prm=<entry> to the "
+            "command (prm=toy for the embedded world; see configs/prm/)"
+        )
+    return prm
+
+
 class Strategy(ABC):
     """Subclasses set ``name`` and implement ``run``; ``n`` is the budget knob."""
 
     name: str = "strategy"
+    needs_prm: bool = False  # True: run() scores with the PRM it is given
 
     def __init__(self, n: int = 1) -> None:
         if n < 1:

@@ -11,13 +11,14 @@ from typing import Any
 
 from itc.policy import Policy
 from itc.types import Problem, StrategyResult
-from strategies.accounting import Meter, require_prm
-from strategies.base import Strategy, make_candidate
+from strategies.accounting import Meter
+from strategies.base import Strategy, make_candidate, require_prm
 from strategies.selection import check_selection, select
 
 
 class BestOfN(Strategy):
     name = "best_of_n"
+    needs_prm = True
 
     def __init__(
         self,

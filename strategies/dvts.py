@@ -18,14 +18,15 @@ from typing import Any
 from itc.policy import Policy
 from itc.types import Problem, StrategyResult
 from prm.scoring.aggregate import aggregate
-from strategies.accounting import Meter, require_prm
-from strategies.base import Strategy
+from strategies.accounting import Meter
+from strategies.base import Strategy, require_prm
 from strategies.selection import check_selection, select
 from strategies.steps import Partial, extend, score
 
 
 class DVTS(Strategy):
     name = "dvts"
+    needs_prm = True
 
     def __init__(
         self,

@@ -18,16 +18,16 @@ from collections.abc import Sequence
 
 from itc.types import Candidate
 from prm.scoring.aggregate import AGGREGATIONS, aggregate
-from strategies.base import majority_choice
+from strategies.base import StrategyConfigError, majority_choice
 
 SELECTIONS = ("highest", "weighted_majority", "majority")
 
 
 def check_selection(selection: str, aggregation: str) -> None:
     if selection not in SELECTIONS:
-        raise ValueError(f"selection {selection!r} is not one of {', '.join(SELECTIONS)}")
+        raise StrategyConfigError(f"selection {selection!r} is not one of {', '.join(SELECTIONS)}")
     if aggregation not in AGGREGATIONS:
-        raise ValueError(f"aggregation {aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
+        raise StrategyConfigError(f"aggregation {aggregation!r} is not one of {', '.join(AGGREGATIONS)}")
 
 
 def eligible(c: Candidate) -> bool:

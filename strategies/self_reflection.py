@@ -27,8 +27,8 @@ from itc.grading import extract_boxed
 from itc.grading.equations import false_equation
 from itc.policy import Policy
 from itc.types import Problem, StrategyResult
-from strategies.accounting import Meter, require_prm
-from strategies.base import Strategy
+from strategies.accounting import Meter
+from strategies.base import Strategy, require_prm
 from strategies.selection import check_selection, select
 from strategies.steps import Partial, extend, score
 
@@ -55,6 +55,7 @@ def doubt(p: Partial, threshold: float) -> tuple[int, str] | None:
 
 class SelfReflection(Strategy):
     name = "self_reflection"
+    needs_prm = True
 
     def __init__(
         self,

@@ -100,6 +100,15 @@ def test_cli_runs_and_reports_errors(tmp_path, toy_policy_path):
     missing = _itc_run(["policy.backend=hf", "dataset=math500", "dataset.path=/nonexistent/m.jsonl", f"hydra.run.dir={tmp_path / 'm'}"], tmp_path)
     assert missing.returncode == 2 and "/nonexistent/m.jsonl" in missing.stderr
 
+    no_prm = _itc_run(["policy.backend=hf", "strategy=beam_search", f"hydra.run.dir={tmp_path / 'b'}"], tmp_path)
+    assert no_prm.returncode == 2 and "needs a process reward model: add prm=" in no_prm.stderr
+    bad_selection = _itc_run(
+        ["policy.backend=hf", "strategy=best_of_n", "strategy.selection=best", "prm=toy", f"hydra.run.dir={tmp_path / 's'}"], tmp_path
+    )
+    assert bad_selection.returncode == 2
+    assert "strategy 'best_of_n': selection 'best' is not one of highest" in bad_selection.stderr
+    assert not (tmp_path / "s" / "results.jsonl").exists()
+
     helped = _itc_run(["--help"], tmp_path)
     assert helped.returncode == 0
     assert re.search(r"strategy: .*greedy.*majority", helped.stdout) and "resumes" in helped.stdout

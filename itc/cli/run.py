@@ -29,11 +29,12 @@ def main(cfg: DictConfig) -> float:
     from itc.data import DatasetError
     from itc.policy import PromptTooLongError
     from itc.runner import ConfigMismatchError, run_experiment
+    from strategies.base import StrategyConfigError
 
     run_dir = HydraConfig.get().runtime.output_dir
     try:
         metrics = run_experiment(cfg, run_dir)
-    except (DatasetError, PromptTooLongError, ConfigMismatchError, FileNotFoundError) as e:
+    except (DatasetError, PromptTooLongError, ConfigMismatchError, StrategyConfigError, FileNotFoundError) as e:
         log.error("%s", e)
         print(f"itc-run: error: {e}", file=sys.stderr)
         sys.exit(2)
