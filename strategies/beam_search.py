@@ -82,9 +82,9 @@ class BeamSearch(Strategy):
                     done[b.owner].append(b)
                 break
             new = [b for kids in extend(meter, policy, problems, parents, self.beam_width, self.temperature) for b in kids]
-            done_dead = [p for p in parents if p.dead]  # their prompt no longer fits
-            for b in done_dead:
-                done[b.owner].append(b)
+            for b in parents:
+                if b.dead:  # its prompt no longer fits the policy's context
+                    done[b.owner].append(b)
         results = []
         for i, problem in enumerate(problems):
             cands = [b.to_candidate(policy.step_delimiter) for b in done[i]]

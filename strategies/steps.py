@@ -66,19 +66,18 @@ def extend(
     ``whole`` the rest of the solution (split into steps). ``prompts`` replaces the default
     prompt (the problem, then the parent's steps) of each parent. A parent whose prompt no
     longer fits the policy's context gets no children and is marked dead."""
-    given = prompts
-    prompts, owners, rows = [], [], []
+    texts, owners, rows = [], [], []
     for k, parent in enumerate(parents):
-        prompt = given[k] if given is not None else policy.format_prompt(problems[parent.owner].problem, parent.steps)
+        prompt = prompts[k] if prompts is not None else policy.format_prompt(problems[parent.owner].problem, parent.steps)
         try:
             policy.check_prompt(prompt)
         except PromptTooLongError:
             parent.dead = True
             continue
-        prompts.append(prompt)
+        texts.append(prompt)
         owners.append(parent.owner)
         rows.append(k)
-    outputs = meter.generate(policy, prompts, owners, n=n, temperature=temperature, one_step=not whole)
+    outputs = meter.generate(policy, texts, owners, n=n, temperature=temperature, one_step=not whole)
     children: list[list[Partial]] = [[] for _ in parents]
     for k, completions in zip(rows, outputs):
         for c in completions:
