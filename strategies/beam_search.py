@@ -19,14 +19,13 @@ from itc.policy import Policy
 from itc.types import Problem, StrategyResult
 from prm.scoring.aggregate import aggregate
 from strategies.accounting import Meter
-from strategies.base import Strategy, require_prm
-from strategies.selection import check_selection, select
+from strategies.base import require_prm
+from strategies.selection import PRMStrategy, select
 from strategies.steps import Partial, dedupe, extend, score
 
 
-class BeamSearch(Strategy):
+class BeamSearch(PRMStrategy):
     name = "beam_search"
-    needs_prm = True
 
     def __init__(
         self,
@@ -38,15 +37,11 @@ class BeamSearch(Strategy):
         selection: str = "highest",
         dedupe: bool = False,
     ) -> None:
-        super().__init__(n)
-        check_selection(selection, aggregation)
+        super().__init__(n, temperature, aggregation, selection)
         if beam_width < 1 or max_steps < 1:
             raise ValueError(f"beam_width and max_steps must be at least 1, got {beam_width}, {max_steps}")
         self.beam_width = min(beam_width, n)  # N=1 is plain step-by-step sampling
         self.max_steps = max_steps
-        self.temperature = temperature
-        self.aggregation = aggregation
-        self.selection = selection
         self.dedupe = dedupe
 
     def rank(self, meter: Meter, policy: Policy, prm: Any, problems: Sequence[Problem], beams: list[Partial]) -> None:

@@ -12,13 +12,12 @@ from typing import Any
 from itc.policy import Policy
 from itc.types import Problem, StrategyResult
 from strategies.accounting import Meter
-from strategies.base import Strategy, make_candidate, require_prm
-from strategies.selection import check_selection, select
+from strategies.base import make_candidate, require_prm
+from strategies.selection import PRMStrategy, select
 
 
-class BestOfN(Strategy):
+class BestOfN(PRMStrategy):
     name = "best_of_n"
-    needs_prm = True
 
     def __init__(
         self,
@@ -27,11 +26,7 @@ class BestOfN(Strategy):
         aggregation: str = "min",
         selection: str = "weighted_majority",
     ) -> None:
-        super().__init__(n)
-        check_selection(selection, aggregation)
-        self.temperature = temperature  # None: the policy's sampling temperature
-        self.aggregation = aggregation
-        self.selection = selection
+        super().__init__(n, temperature, aggregation, selection)
 
     def run(self, problems: Sequence[Problem], policy: Policy, prm: Any = None) -> list[StrategyResult]:
         require_prm(prm, self.name)

@@ -19,14 +19,13 @@ from itc.policy import Policy
 from itc.types import Problem, StrategyResult
 from prm.scoring.aggregate import aggregate
 from strategies.accounting import Meter
-from strategies.base import Strategy, require_prm
-from strategies.selection import check_selection, select
+from strategies.base import require_prm
+from strategies.selection import PRMStrategy, select
 from strategies.steps import Partial, extend, score
 
 
-class DVTS(Strategy):
+class DVTS(PRMStrategy):
     name = "dvts"
-    needs_prm = True
 
     def __init__(
         self,
@@ -37,15 +36,11 @@ class DVTS(Strategy):
         aggregation: str = "last",
         selection: str = "weighted_majority",
     ) -> None:
-        super().__init__(n)
-        check_selection(selection, aggregation)
+        super().__init__(n, temperature, aggregation, selection)
         if beam_width < 1 or max_steps < 1:
             raise ValueError(f"beam_width and max_steps must be at least 1, got {beam_width}, {max_steps}")
         self.beam_width = min(beam_width, n)
         self.max_steps = max_steps
-        self.temperature = temperature
-        self.aggregation = aggregation
-        self.selection = selection
 
     def run(self, problems: Sequence[Problem], policy: Policy, prm: Any = None) -> list[StrategyResult]:
         require_prm(prm, self.name)

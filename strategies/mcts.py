@@ -22,8 +22,8 @@ from itc.policy import Policy
 from itc.types import Problem, StrategyResult
 from prm.scoring.aggregate import aggregate
 from strategies.accounting import Meter
-from strategies.base import Strategy, require_prm
-from strategies.selection import check_selection, select
+from strategies.base import require_prm
+from strategies.selection import PRMStrategy, select
 from strategies.steps import Partial, extend, score
 
 
@@ -42,9 +42,8 @@ class Node:
         return self.value_sum / self.visits if self.visits else 0.0
 
 
-class MCTS(Strategy):
+class MCTS(PRMStrategy):
     name = "mcts"
-    needs_prm = True
 
     def __init__(
         self,
@@ -57,17 +56,13 @@ class MCTS(Strategy):
         aggregation: str = "min",
         selection: str = "weighted_majority",
     ) -> None:
-        super().__init__(n)
-        check_selection(selection, aggregation)
+        super().__init__(n, temperature, aggregation, selection)
         if children < 1 or rollouts < 0 or max_depth < 1:
             raise ValueError("mcts needs children >= 1, rollouts >= 0 and max_depth >= 1")
         self.children = children
         self.rollouts = rollouts
         self.c_puct = c_puct
         self.max_depth = max_depth
-        self.temperature = temperature
-        self.aggregation = aggregation
-        self.selection = selection
 
     def puct_leaf(self, tree: list[Node]) -> int:
         """The leaf PUCT walks to from the root."""

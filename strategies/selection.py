@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from itc.types import Candidate
 from prm.scoring.aggregate import AGGREGATIONS, aggregate
-from strategies.base import StrategyConfigError, majority_choice
+from strategies.base import Strategy, StrategyConfigError, majority_choice
 
 SELECTIONS = ("highest", "weighted_majority", "majority")
 
@@ -67,3 +67,19 @@ def _score(c: Candidate) -> float:
     if c.score is None:
         raise ValueError("PRM selection needs scored candidates (no step_scores on a candidate)")
     return c.score
+
+
+class PRMStrategy(Strategy):
+    """A strategy that scores its candidates with the PRM and chooses by :func:`select`;
+    holds the settings every such strategy shares."""
+
+    needs_prm = True
+
+    def __init__(
+        self, n: int, temperature: float | None, aggregation: str, selection: str
+    ) -> None:
+        super().__init__(n)
+        check_selection(selection, aggregation)
+        self.temperature = temperature  # None: the policy's sampling temperature
+        self.aggregation = aggregation
+        self.selection = selection

@@ -28,8 +28,8 @@ from itc.grading.equations import false_equation
 from itc.policy import Policy
 from itc.types import Problem, StrategyResult
 from strategies.accounting import Meter
-from strategies.base import Strategy, require_prm
-from strategies.selection import check_selection, select
+from strategies.base import require_prm
+from strategies.selection import PRMStrategy, select
 from strategies.steps import Partial, extend, score
 
 MODES = ("backtrack", "revise")
@@ -53,9 +53,8 @@ def doubt(p: Partial, threshold: float) -> tuple[int, str] | None:
     return None
 
 
-class SelfReflection(Strategy):
+class SelfReflection(PRMStrategy):
     name = "self_reflection"
-    needs_prm = True
 
     def __init__(
         self,
@@ -68,8 +67,7 @@ class SelfReflection(Strategy):
         selection: str = "weighted_majority",
         feedback_template: str = FEEDBACK_TEMPLATE,
     ) -> None:
-        super().__init__(n)
-        check_selection(selection, aggregation)
+        super().__init__(n, temperature, aggregation, selection)
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
         if rounds < 0:
@@ -77,9 +75,6 @@ class SelfReflection(Strategy):
         self.rounds = rounds
         self.threshold = threshold
         self.mode = mode
-        self.temperature = temperature
-        self.aggregation = aggregation
-        self.selection = selection
         self.feedback_template = feedback_template
 
     def run(self, problems: Sequence[Problem], policy: Policy, prm: Any = None) -> list[StrategyResult]:
