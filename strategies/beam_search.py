@@ -36,8 +36,9 @@ class BeamSearch(PRMStrategy):
         aggregation: str = "last",
         selection: str = "highest",
         dedupe: bool = False,
+        check_equations: bool = False,
     ) -> None:
-        super().__init__(n, temperature, aggregation, selection)
+        super().__init__(n, temperature, aggregation, selection, check_equations)
         if beam_width < 1 or max_steps < 1:
             raise ValueError(f"beam_width and max_steps must be at least 1, got {beam_width}, {max_steps}")
         self.beam_width = min(beam_width, n)  # N=1 is plain step-by-step sampling
@@ -58,7 +59,7 @@ class BeamSearch(PRMStrategy):
         roots = [Partial(i) for i in range(len(problems))]
         new = [b for kids in extend(meter, policy, problems, roots, self.n, self.temperature) for b in kids]
         for it in range(self.max_steps):
-            score(meter, prm, problems, new)
+            score(meter, prm, problems, new, self.check_equations)
             live: list[list[Partial]] = [[] for _ in problems]
             for b in new:
                 b.meta["iteration"] = it

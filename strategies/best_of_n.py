@@ -14,6 +14,7 @@ from itc.types import Problem, StrategyResult
 from strategies.accounting import Meter
 from strategies.base import make_candidate, require_prm
 from strategies.selection import PRMStrategy, select
+from strategies.steps import zero_false_equations
 
 
 class BestOfN(PRMStrategy):
@@ -25,8 +26,9 @@ class BestOfN(PRMStrategy):
         temperature: float | None = None,
         aggregation: str = "min",
         selection: str = "weighted_majority",
+        check_equations: bool = False,
     ) -> None:
-        super().__init__(n, temperature, aggregation, selection)
+        super().__init__(n, temperature, aggregation, selection, check_equations)
 
     def run(self, problems: Sequence[Problem], policy: Policy, prm: Any = None) -> list[StrategyResult]:
         require_prm(prm, self.name)
@@ -42,7 +44,7 @@ class BestOfN(PRMStrategy):
         results = []
         for i, problem in enumerate(problems):
             for c, s in zip(cands[i], scores[i]):
-                c.step_scores = s
+                c.step_scores = zero_false_equations(c.steps, s) if self.check_equations else s
             chosen = select(cands[i], self.selection, self.aggregation)
             results.append(self.result(problem, cands[i], chosen, usage=meter.usage[i]))
         return results

@@ -35,8 +35,9 @@ class DVTS(PRMStrategy):
         temperature: float | None = None,
         aggregation: str = "last",
         selection: str = "weighted_majority",
+        check_equations: bool = False,
     ) -> None:
-        super().__init__(n, temperature, aggregation, selection)
+        super().__init__(n, temperature, aggregation, selection, check_equations)
         if beam_width < 1 or max_steps < 1:
             raise ValueError(f"beam_width and max_steps must be at least 1, got {beam_width}, {max_steps}")
         self.beam_width = min(beam_width, n)
@@ -55,7 +56,7 @@ class DVTS(PRMStrategy):
         final: list[Partial] = []
         for it in range(self.max_steps):
             kids = extend(meter, policy, problems, leaves, self.beam_width, self.temperature)
-            score(meter, prm, problems, [c for cs in kids for c in cs])
+            score(meter, prm, problems, [c for cs in kids for c in cs], self.check_equations)
             nxt = []
             for leaf, children in zip(leaves, kids):
                 if not children:  # the leaf's prompt no longer fits

@@ -39,7 +39,7 @@ class Lookahead(BeamSearch):
                 if children:
                     rollouts[k] = children[0]
         extended = [r for r, b in zip(rollouts, beams) if len(r.steps) > len(b.steps)]
-        score(meter, prm, problems, extended)
+        score(meter, prm, problems, extended, self.check_equations)
         for b, r in zip(beams, rollouts):
             b.meta["rank"] = aggregate(r.step_scores, self.aggregation)
             b.meta["lookahead_steps"] = len(r.steps) - len(b.steps)

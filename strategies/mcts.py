@@ -55,8 +55,9 @@ class MCTS(PRMStrategy):
         temperature: float | None = None,
         aggregation: str = "min",
         selection: str = "weighted_majority",
+        check_equations: bool = False,
     ) -> None:
-        super().__init__(n, temperature, aggregation, selection)
+        super().__init__(n, temperature, aggregation, selection, check_equations)
         if children < 1 or rollouts < 0 or max_depth < 1:
             raise ValueError("mcts needs children >= 1, rollouts >= 0 and max_depth >= 1")
         self.children = children
@@ -97,7 +98,7 @@ class MCTS(PRMStrategy):
             if not any(kids):  # every leaf's prompt was full: nothing left to search
                 for i, k in grow:
                     again.append((i, k, 0.0))
-            score(meter, prm, problems, [trees[i][c].partial for i, c in new])
+            score(meter, prm, problems, [trees[i][c].partial for i, c in new], self.check_equations)
             values = self._values(meter, policy, prm, problems, trees, new, rollouts)
             for (i, c), v in zip(new, values):
                 self._backup(trees[i], c, v)
@@ -143,7 +144,7 @@ class MCTS(PRMStrategy):
             return values
         parents = [trees[new[j][0]][new[j][1]].partial for j in todo]
         outs = extend(meter, policy, problems, parents, self.rollouts, self.temperature, whole=True)
-        score(meter, prm, problems, [r for rs in outs for r in rs])
+        score(meter, prm, problems, [r for rs in outs for r in rs], self.check_equations)
         for j, rs in zip(todo, outs):
             if rs:
                 values[j] = sum(aggregate(r.step_scores, self.aggregation) for r in rs) / len(rs)

@@ -76,10 +76,18 @@ class PRMStrategy(Strategy):
     needs_prm = True
 
     def __init__(
-        self, n: int, temperature: float | None, aggregation: str, selection: str
+        self,
+        n: int,
+        temperature: float | None,
+        aggregation: str,
+        selection: str,
+        check_equations: bool = False,
     ) -> None:
         super().__init__(n)
         check_selection(selection, aggregation)
         self.temperature = temperature  # None: the policy's sampling temperature
         self.aggregation = aggregation
         self.selection = selection
+        # A step that states a false numeric equation scores 0, whatever the PRM says
+        # (strategies.steps.zero_false_equations): an external check beside the PRM.
+        self.check_equations = check_equations

@@ -66,8 +66,9 @@ class SelfReflection(PRMStrategy):
         aggregation: str = "min",
         selection: str = "weighted_majority",
         feedback_template: str = FEEDBACK_TEMPLATE,
+        check_equations: bool = False,
     ) -> None:
-        super().__init__(n, temperature, aggregation, selection)
+        super().__init__(n, temperature, aggregation, selection, check_equations)
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
         if rounds < 0:
@@ -88,7 +89,7 @@ class SelfReflection(PRMStrategy):
                 p.meta = {"chain": c, "round": 0}
                 latest.append(p)
         history = list(latest)
-        score(meter, prm, problems, latest)
+        score(meter, prm, problems, latest, self.check_equations)
         for r in range(1, self.rounds + 1):
             todo = []
             for p in latest:
@@ -99,7 +100,7 @@ class SelfReflection(PRMStrategy):
             if not todo:
                 break
             revised = self._revise(meter, policy, problems, todo)
-            score(meter, prm, problems, revised)
+            score(meter, prm, problems, revised, self.check_equations)
             for old, new in zip(todo, revised):
                 new.meta = {"chain": old.meta["chain"], "round": r}
                 history.append(new)

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
+from itc.grading.equations import false_equation
 from itc.policy import Policy, PromptTooLongError
 from itc.types import Candidate, Problem
 from strategies.accounting import Meter
@@ -96,10 +98,27 @@ def _whole(parent: Partial, text: str, num_tokens: int, finished: bool, delimite
     return new
 
 
-def score(meter: Meter, prm: Any, problems: Sequence[Problem], partials: Sequence[Partial]) -> None:
+@lru_cache(maxsize=1 << 16)
+def _false_equation(step: str) -> bool:  # searches re-score the same steps every iteration
+    return false_equation(step)
+
+
+def zero_false_equations(steps: Sequence[str], scores: Sequence[float]) -> list[float]:
+    """``scores`` with every step that states a false numeric equation (``7+5=13``; see
+    :func:`itc.grading.equations.false_equation`) set to 0."""
+    return [0.0 if _false_equation(s) else float(x) for s, x in zip(steps, scores)]
+
+
+def score(
+    meter: Meter,
+    prm: Any,
+    problems: Sequence[Problem],
+    partials: Sequence[Partial],
+    check_equations: bool = False,
+) -> None:
     """Score every step of each partial in one batched PRM call (grouped by problem for the
     accounting); sets ``step_scores``. Identical partials of a problem (samples often repeat
-    a step) are scored once."""
+    a step) are scored once. With ``check_equations`` a step with a false equation scores 0."""
     groups: dict[int, dict[tuple[str, ...], list[Partial]]] = {}
     for p in partials:
         if p.steps:
@@ -110,8 +129,9 @@ def score(meter: Meter, prm: Any, problems: Sequence[Problem], partials: Sequenc
     )
     for i, per_problem in zip(owners, scores):
         for same, s in zip(groups[i].values(), per_problem):
+            checked = zero_false_equations(same[0].steps, s) if check_equations else list(s)
             for p in same:
-                p.step_scores = list(s)
+                p.step_scores = list(checked)
 
 
 def dedupe(partials: Sequence[Partial]) -> list[Partial]:

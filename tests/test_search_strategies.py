@@ -305,3 +305,68 @@ def test_identical_partials_are_scored_once_and_charged_once():
     assert [p.step_scores for p in parts] == [[0.9], [0.9], [0.1], [0.9], []]
     assert parts[0].step_scores is not parts[1].step_scores
     assert [u.prm_tokens for u in meter.usage] == [2, 1]
+
+
+# --- the false-equation check beside the PRM ------------------------------------------------
+
+
+class EquationPolicy(StepPolicy):
+    """StepPolicy whose steps state an equation: true in an "ok" step, false in a "bad" one."""
+
+    def _next(self, steps, temperature):
+        step = super()._next(steps, temperature)
+        if step.startswith(("ok", "bad")):
+            k = len(steps)
+            step += f": {k}+1={k + 1 if step.startswith('ok') else k + 2}"
+        return step
+
+
+class BlindPRM(StepPRM):
+    """A PRM that finds nothing wrong."""
+
+    @staticmethod
+    def on_track(steps):
+        return [0.9] * len(steps)
+
+
+def test_check_equations_zeroes_steps_with_false_equations():
+    from strategies.accounting import Meter
+    from strategies.steps import score, zero_false_equations
+
+    assert zero_false_equations(["A+5 7+5=12", "B-3 12-3=8", "\\boxed{8}"], [0.9, 0.8, 0.7]) == [0.9, 0.0, 0.7]
+    parts = [Partial(0, ["ok 0: 0+1=1", "bad 1: 1+1=3"])]
+    score(Meter(1), BlindPRM(), problems(1), parts)
+    assert parts[0].step_scores == [0.9, 0.9]
+    score(Meter(1), BlindPRM(), problems(1), parts, check_equations=True)
+    assert parts[0].step_scores == [0.9, 0.0]
+
+
+@pytest.mark.parametrize("make", [
+    lambda check: BeamSearch(n=8, beam_width=2, check_equations=check),
+    lambda check: BestOfN(n=16, selection="highest", check_equations=check),
+])
+def test_search_with_a_blind_prm_is_steered_by_the_equation_check(make):
+    probs = problems(20)
+    blind = make(False).run(probs, EquationPolicy(p_bad=0.3, seed=3), BlindPRM())
+    checked = make(True).run(probs, EquationPolicy(p_bad=0.3, seed=3), BlindPRM())
+    assert accuracy(checked) >= 0.9 > 0.5 > accuracy(blind)
+
+
+@pytest.mark.vllm
+def test_check_equations_through_vllm_and_the_real_config(vllm_policy, vllm_prm):
+    from conftest import VLLM_TEST_OVERRIDES, compose_run
+    from itc.grading.equations import false_equation
+    from itc.toy import generate
+    from strategies import build_strategy
+
+    cfg = compose_run(VLLM_TEST_OVERRIDES + ["strategy=beam_search", "n=4", "prm=toy", "strategy.check_equations=true"])
+    strategy = build_strategy(cfg.strategy)
+    assert strategy.check_equations
+    probs = [p.to_problem() for p in generate(4, seed=5, levels=(3, 4))]
+    steps = 0
+    for r in strategy.run(probs, vllm_policy, vllm_prm):
+        for c in r.candidates:
+            for step, s in zip(c.steps, c.step_scores):
+                steps += 1
+                assert s == 0.0 if false_equation(step) else s > 0.0
+    assert steps > 0

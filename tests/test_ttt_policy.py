@@ -1,5 +1,6 @@
 """A TTT checkpoint serves as a policy through the transformers backend and a strategy."""
 
+import pytest
 import torch
 
 from itc.policy import PromptConfig, SamplingConfig
@@ -10,7 +11,9 @@ from itc.ttt import TTTConfig, TTTForCausalLM
 from strategies.majority import MajorityVote
 
 
-def test_ttt_policy_runs_majority_vote(tmp_path):
+def ttt_policy(path) -> HFPolicy:
+    """A small randomly initialised TTT-Linear LM saved to ``path``, served by the
+    transformers backend."""
     torch.manual_seed(0)
     tok = build_tokenizer()
     config = TTTConfig(
@@ -18,12 +21,16 @@ def test_ttt_policy_runs_majority_vote(tmp_path):
         intermediate_size=128, bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    TTTForCausalLM(config).save_pretrained(tmp_path)
-    tok.save_pretrained(tmp_path)
-    policy = HFPolicy(
-        "ttt", str(tmp_path), PromptConfig(), SamplingConfig(max_tokens=12, max_step_tokens=6),
+    TTTForCausalLM(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return HFPolicy(
+        "ttt", str(path), PromptConfig(), SamplingConfig(max_tokens=12, max_step_tokens=6),
         dtype="float32", max_model_len=512,
     )
+
+
+def test_ttt_policy_runs_majority_vote(tmp_path):
+    policy = ttt_policy(tmp_path)
     assert isinstance(policy.model, TTTForCausalLM)
     problems = [p.to_problem() for p in generate(3, seed=0)]
     results = MajorityVote(n=2).run(problems, policy)
@@ -31,3 +38,41 @@ def test_ttt_policy_runs_majority_vote(tmp_path):
     assert all(0 < c.completion_tokens <= 12 for r in results for c in r.candidates)
     steps = policy.generate([policy.format_prompt(p.problem) for p in problems], n=2, one_step=True)
     assert all(c.num_tokens <= 6 for o in steps for c in o)
+
+
+class LengthPRM:
+    """A stand-in PRM: a step scores by its length (the strategies' plumbing is under test)."""
+
+    num_parameters = 1
+
+    def score_with_usage(self, problems, candidates):
+        scores = [[[1 / (1 + len(s)) for s in steps] for steps in cands] for cands in candidates]
+        return scores, [sum(len(steps) for steps in cands) for cands in candidates]
+
+
+@pytest.mark.parametrize("name", ["best_of_n", "beam_search", "dvts", "lookahead", "self_reflection", "mcts"])
+def test_ttt_policy_runs_every_search_strategy(tmp_path, name):
+    from strategies.beam_search import BeamSearch
+    from strategies.best_of_n import BestOfN
+    from strategies.dvts import DVTS
+    from strategies.lookahead import Lookahead
+    from strategies.mcts import MCTS
+    from strategies.self_reflection import SelfReflection
+
+    make = {
+        "best_of_n": lambda: BestOfN(n=2),
+        "beam_search": lambda: BeamSearch(n=2, beam_width=2, max_steps=3),
+        "dvts": lambda: DVTS(n=2, beam_width=2, max_steps=3),
+        "lookahead": lambda: Lookahead(n=2, beam_width=2, max_steps=2, lookahead=1),
+        "self_reflection": lambda: SelfReflection(n=2, rounds=1),
+        "mcts": lambda: MCTS(n=2, children=2, max_depth=3),
+    }
+    policy = ttt_policy(tmp_path)
+    problems = [p.to_problem() for p in generate(2, seed=0)]
+    results = make[name]().run(problems, policy, LengthPRM())
+    assert [r.problem_id for r in results] == [p.id for p in problems]
+    for r in results:
+        assert r.completion_tokens > 0 and r.prompt_tokens > 0
+        # a random model rarely finishes a solution; MCTS then answers nothing but keeps its tree
+        assert r.candidates or (name == "mcts" and len(r.meta["tree"]) > 1)
+        assert all(len(c.step_scores) == len(c.steps) for c in r.candidates if c.step_scores is not None)
