@@ -1,0 +1,28 @@
+"""Sorting first errors by kind (evals.prm_error_types), on the embedded world's steps."""
+
+from evals.prm_error_types import error_kind, outcomes
+from itc.toy import parse_problem
+
+REFERENCE = parse_problem("Start at 7 and do A+5 B-3 C*2.").reference_steps()
+
+
+def test_error_kinds_of_toy_steps():
+    assert REFERENCE[:3] == ["A+5 7+5=12", "B-3 12-3=9", "C*2 9*2=18"]
+    assert error_kind(REFERENCE, "A+5 7+5=13", 0) == "result +"
+    assert error_kind(REFERENCE, "B-3 12-3=8", 1) == "result -"
+    assert error_kind(REFERENCE, "C*2 9*2=17", 2) == "result *"
+    assert error_kind(REFERENCE, "B-3 13-3=10", 1) == "operand"
+    assert error_kind(REFERENCE, "B+3 12+3=15", 1) == "operation"
+    assert error_kind(REFERENCE, "\\boxed{17}", 3) == "answer"
+    assert error_kind(REFERENCE, "the answer is 18", 2) == "other"
+    assert error_kind(REFERENCE, "A+5 7+5=12", 9) == "other"
+
+
+def test_outcomes_count_found_missed_and_early():
+    scores = [[0.9, 0.1], [0.9, 0.9], [0.1, 0.9], [0.9, 0.9]]
+    first_errors = [1, 1, 1, -1]  # the last solution is right and not counted
+    kinds = ["result +", "result +", "operand", ""]
+    assert outcomes(scores, first_errors, kinds, 0.5) == {
+        "result +": {"found": 1, "missed": 1, "early": 0},
+        "operand": {"found": 0, "missed": 0, "early": 1},
+    }
