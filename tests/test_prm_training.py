@@ -194,6 +194,36 @@ def test_a_qwen2_lm_becomes_the_qwen_prm_layout_with_its_backbone(tmp_path):
     assert prm(input_ids=ids).logits.shape == (1, 3, 2)
 
 
+def test_previous_token_head_copies_the_lms_last_state_to_the_next_token(tmp_path):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    from prm.training import from_pretrained_lm
+
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    Qwen2ForCausalLM(
+        Qwen2Config(vocab_size=len(tok), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                    num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id)
+    ).save_pretrained(tmp_path)
+    prm = from_pretrained_lm(str(tmp_path), extra_layers=2, previous_token_head=True).eval()
+    prm.config._attn_implementation = "eager"  # so the attention weights come back
+    ids = tok("Start at 7 and do A+5 B-3.\n\nA+5 7+5=12\n\nB-3 12-3=9\n\n\\boxed{9}", return_tensors="pt")["input_ids"]
+    with torch.no_grad():
+        out = prm.model(ids, output_attentions=True, output_hidden_states=True)
+    n = ids.shape[1]
+    weights = out.attentions[2][0]  # the first new layer: (heads, query, key)
+    on_previous = weights[:, torch.arange(1, n), torch.arange(n - 1)]
+    assert on_previous.min() > 0.999
+    # its output adds the token before's state, normalised as the LM head reads it
+    layer = prm.model.layers[2]
+    before = out.hidden_states[2][0]
+    added = layer.self_attn.o_proj.weight @ layer.input_layernorm(before)[:-1].T
+    assert torch.allclose(added.T, prm.model.norm(before)[:-1], atol=1e-5)
+    assert not torch.equal(prm.model.layers[3].self_attn.q_proj.weight, torch.zeros_like(prm.model.layers[3].self_attn.q_proj.weight))
+    with pytest.raises(ValueError, match="extra_layers"):
+        from_pretrained_lm(str(tmp_path), previous_token_head=True)
+
+
 def test_unknown_data_source_is_named(tmp_path):
     from prm.data.mix import build_mix
 
