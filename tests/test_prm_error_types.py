@@ -26,3 +26,20 @@ def test_outcomes_count_found_missed_and_early():
         "result +": {"found": 1, "missed": 1, "early": 0},
         "operand": {"found": 0, "missed": 0, "early": 1},
     }
+
+
+def test_report_on_a_trained_prm_and_exactly_labelled_toy_solutions(trained_prm, vllm_prm):
+    """The report's pieces on real parts: toy problems with one step made wrong (exact
+    labels), scored by the PRM itc-train-prm trained, through the session's vLLM engine."""
+    from evals.prm_error_types import report
+    from evals.prm_eval import score_records
+    from itc.toy import generate
+    from prm.data.toy import corrupted_records
+
+    problems = list(generate(20, seed=4, levels=(2, 3)))
+    records = corrupted_records(problems, samples_per_problem=1, seed=4)
+    first_errors = [r.first_error() for r in records]
+    kinds = [error_kind(parse_problem(r.problem).reference_steps(), r.steps[e], e) for r, e in zip(records, first_errors)]
+    assert all(e >= 0 for e in first_errors) and set(kinds) <= {"result +", "result -", "result *", "operand", "operation", "answer"}
+    out = report(score_records(vllm_prm, records), first_errors, kinds, [0.25, 0.5, 0.75])
+    assert out["flawed"] == 10 and sum(sum(v.values()) for v in out["by_kind"].values()) == 10

@@ -222,6 +222,15 @@ def test_previous_token_head_copies_the_lms_last_state_to_the_next_token(tmp_pat
     assert not torch.equal(prm.model.layers[3].self_attn.q_proj.weight, torch.zeros_like(prm.model.layers[3].self_attn.q_proj.weight))
     with pytest.raises(ValueError, match="extra_layers"):
         from_pretrained_lm(str(tmp_path), previous_token_head=True)
+    # the train_prm config's key reaches it, and is on by default
+    from prm.training import make_model
+
+    m = dict(compose_app("train_prm", []).model)
+    assert m["previous_token_head"] is True
+    m.update(base=str(tmp_path), extra_layers=1)
+    built = make_model(m, tok, seed=0)
+    assert torch.equal(built.model.layers[2].self_attn.k_proj.bias, prm.model.layers[2].self_attn.k_proj.bias)
+    assert not built.model.layers[0].self_attn.q_proj.weight.requires_grad  # freeze_base still applies
 
 
 def test_unknown_data_source_is_named(tmp_path):
