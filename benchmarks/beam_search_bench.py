@@ -1,11 +1,13 @@
 """Batched beam search against the same search run one problem at a time (the anchors' way).
 
     python benchmarks/beam_search_bench.py [--problems 64] [--n 16] [--beam-width 4]
-                                           [--prm toy] [--seed 0]
+                                           [--prm toy] [--seed 0] [OVERRIDE ...]
 
 Embedded-world problems (held-out split, every level), the toy policy on vLLM and a PRM
 (``--prm``: a configs/prm entry; ``toy`` is trained on first use, or pass
 ``--prm-model PATH`` for a checkpoint), both engines started and warmed up before timing.
+Trailing Hydra overrides change the run config for both arms alike (for example
+``policy.vllm.engine_kwargs.block_size=128``, vLLM's CPU default).
 The same strategy object, configuration and seed run (1) on all problems in one call,
 so each iteration is one vLLM generate call and one PRM call for every beam of every
 problem, and (2) on one problem per call. Prints accuracy, tokens and wall time of both;
@@ -29,6 +31,10 @@ def main() -> None:
     ap.add_argument("--prm", default="toy", help="configs/prm entry (default: toy)")
     ap.add_argument("--prm-model", help="checkpoint path overriding the entry's model")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "overrides", nargs="*",
+        help="Hydra overrides of the run config, e.g. policy.vllm.engine_kwargs.block_size=128",
+    )
     args = ap.parse_args()
 
     from itc.grading import answers_equivalent
@@ -37,7 +43,7 @@ def main() -> None:
     from prm.scoring import build_prm
     from strategies.beam_search import BeamSearch
 
-    overrides = [f"prm={args.prm}", f"seed={args.seed}"]
+    overrides = [f"prm={args.prm}", f"seed={args.seed}", *args.overrides]
     if args.prm_model:
         overrides.append(f"prm.model={args.prm_model}")
     with initialize_config_module(config_module="configs", version_base="1.3"):

@@ -65,3 +65,11 @@ def test_hf_backend_same_interface_and_agrees_with_vllm_at_temperature_zero(vllm
             assert "\n\n" not in c.text and c.finish_reason == "step"
     sampled = hf_policy.generate(prompts[:2], n=3)
     assert all(len(o) == 3 for o in sampled)
+
+
+def test_toy_policy_engine_caches_prefixes_in_32_token_blocks(vllm_policy):
+    """configs/policy/toy.yaml's engine_kwargs reach vLLM: prefix caching reuses whole blocks,
+    and the CPU default (128 tokens) is longer than most toy prompts."""
+    cache = vllm_policy.llm.llm_engine.vllm_config.cache_config
+    assert cache.enable_prefix_caching
+    assert cache.block_size == 32

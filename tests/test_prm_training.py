@@ -429,3 +429,18 @@ def test_lm_verifier_scores_each_step_by_its_token_probabilities(hf_policy):
     figures = report(hf_policy.model, hf_policy, records[:2], records[2:])
     assert set(figures) == {"product", "min"}
     assert figures["product"]["flawed"] == 2 and figures["product"]["correct"] == 2
+
+
+def test_toy_base_names_pick_their_lm_build(monkeypatch):
+    """model.base=toy-qwen2 and toy-qwen2-4k name two builds of the embedded world's Qwen2 LM;
+    any other base is a path or hub id and is kept."""
+    import itc.toy.build as build
+    from prm.training import resolve_base
+
+    specs = []
+    monkeypatch.setattr(build, "policy_path", lambda spec, progress=True: specs.append(spec) or f"/lm-{spec.train_steps}")
+    assert resolve_base("toy-qwen2") == "/lm-1300"
+    assert resolve_base("toy-qwen2-4k") == "/lm-4000"
+    assert [s.architecture for s in specs] == ["qwen2", "qwen2"]
+    assert resolve_base("Qwen/Qwen2.5-Math-1.5B") == "Qwen/Qwen2.5-Math-1.5B"
+    assert len(specs) == 2
