@@ -36,6 +36,7 @@ from transformers import (
 
 from itc.grading import answers_equivalent, extract_boxed
 from prm.data import StepLabelled
+from prm.readout import build_lm_verifier, init_previous_token_head
 from prm.scoring.formats import PRMFormat
 from prm.scoring.modeling import Qwen2ForProcessRewardModel
 
@@ -257,49 +258,16 @@ def init_model(
     raise ValueError(f"backbone={backbone!r} is not one of {', '.join(BACKBONES)}")
 
 
-def init_previous_token_head(model: Qwen2ForProcessRewardModel, layer: int, strength: float = 12.0) -> None:
-    """Make ``layer`` of a Qwen2 PRM start as an exact previous-token head that copies the
-    base LM's normalised last state (its prediction of the current token) forward.
-
-    Both heads attend from each token to the one before: the query and key weights are 0 and
-    their biases hold fixed vectors in the highest RoPE frequencies, with the query's turned
-    back by one position, so every score peaks at offset 1 (at ``strength`` 12 the weight on
-    the token before is 1.0 to float precision). The value and output projections are the
-    identity, and the layer's input norm is the base's final norm, so the token before's
-    normalised state (what the LM head reads) is added to each token's residual. Checking a
-    token against the LM's prediction of it then needs no attention to be learnt first.
-    """
-    cfg = model.config
-    heads = cfg.num_attention_heads
-    d = cfg.hidden_size // heads
-    rope_theta = (getattr(cfg, "rope_parameters", None) or {}).get("rope_theta") or getattr(cfg, "rope_theta")
-    theta = rope_theta ** (-torch.arange(0, d, 2, dtype=torch.float64) / d)
-    bias_k, bias_q = torch.zeros(d), torch.zeros(d)
-    for i in range(min(8, d // 2)):  # the 8 fastest rotations (rotate_half pairs i, i + d/2)
-        bias_k[i] = strength
-        bias_q[i] = strength * math.cos(theta[i])
-        bias_q[i + d // 2] = -strength * math.sin(theta[i])
-    block = model.model.layers[layer]
-    attn = block.self_attn
-    if attn.o_proj.weight.shape != (cfg.hidden_size, cfg.hidden_size) or attn.k_proj.bias is None:
-        raise ValueError("model.previous_token_head needs a Qwen2 layer with q/k/v biases and as many heads for keys as for queries")
-    with torch.no_grad():
-        attn.q_proj.weight.zero_()
-        attn.k_proj.weight.zero_()
-        attn.q_proj.bias.copy_(bias_q.repeat(heads))
-        attn.k_proj.bias.copy_(bias_k.repeat(heads))
-        attn.v_proj.weight.copy_(torch.eye(cfg.hidden_size))
-        attn.v_proj.bias.zero_()
-        attn.o_proj.weight.copy_(torch.eye(cfg.hidden_size))
-        block.input_layernorm.weight.copy_(model.model.norm.weight)
-
-
 def from_pretrained_lm(
     path: str,
     trust_remote_code: bool = False,
     extra_layers: int = 0,
     freeze_base: bool = False,
     previous_token_head: bool = False,
+    lm_verifier: bool = False,
+    solution_start_id: int | None = None,
+    step_tag_id: int | None = None,
+    freeze_new_layers: bool = False,
 ) -> PreTrainedModel:
     """A PRM initialised from a causal LM checkpoint: a Qwen2 LM becomes the
     Qwen2.5-Math-PRM layout (backbone kept, new head); another architecture gets
@@ -309,7 +277,11 @@ def from_pretrained_lm(
     token they can read the LM's last-layer state of the token before, i.e. its prediction
     of this token, which is what checking a step needs (a tiny LM cannot pass its own
     prediction on within its own depth). ``previous_token_head`` starts the first of them as
-    the head that does that (:func:`init_previous_token_head`).
+    the head that does that (:func:`prm.readout.init_previous_token_head`). ``lm_verifier``
+    instead starts the new layers (at least 3) and the head as the LM's own verifier, at twice
+    the LM's width (:func:`prm.readout.build_lm_verifier`); ``solution_start_id`` is the token
+    that opens the solution in the PRM's input, ``step_tag_id`` the step tag's token.
+    ``freeze_new_layers`` trains only the head (and the final norm) on top of them.
     """
     from transformers import AutoConfig
 
@@ -323,17 +295,25 @@ def from_pretrained_lm(
             if getattr(config, "layer_types", None):
                 config.layer_types = list(config.layer_types) + [config.layer_types[-1]] * extra_layers
         model = Qwen2ForProcessRewardModel.from_pretrained(path, config=config)
-        if previous_token_head:
-            if not extra_layers:
-                raise ValueError("model.previous_token_head needs model.extra_layers >= 1")
+        if previous_token_head and not extra_layers:
+            raise ValueError("model.previous_token_head needs model.extra_layers >= 1")
+        if lm_verifier:
+            if solution_start_id is None:
+                raise ValueError("model.lm_verifier needs the id of the token that opens the solution")
+            model = build_lm_verifier(model, base_layers, solution_start_id, step_tag_id)
+        elif previous_token_head:
             init_previous_token_head(model, base_layers)
         if freeze_base:
             for module in [model.model.embed_tokens, *model.model.layers[:base_layers]]:
                 module.requires_grad_(False)
+        if freeze_new_layers:
+            for module in model.model.layers[base_layers:]:
+                module.requires_grad_(False)
         return model
-    if extra_layers or freeze_base or previous_token_head:
+    if extra_layers or freeze_base or previous_token_head or lm_verifier or freeze_new_layers:
         raise ValueError(
-            "model.extra_layers, model.freeze_base and model.previous_token_head need a Qwen2 "
+            "model.extra_layers, model.freeze_base, model.freeze_new_layers, model.previous_token_head "
+            "and model.lm_verifier need a Qwen2 "
             f"base, not {config.model_type!r}"
         )
     return AutoModelForTokenClassification.from_pretrained(
@@ -385,8 +365,21 @@ def resolve_base(base: str) -> str:
     return base
 
 
-def make_model(m: dict[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int) -> PreTrainedModel:
-    """The model to train from the ``model`` config: a base causal LM, or a fresh backbone."""
+def _token_id(tokenizer: PreTrainedTokenizerBase, token: str | None, key: str) -> int:
+    ids = tokenizer(token or "", add_special_tokens=False)["input_ids"]
+    if len(ids) != 1:
+        raise ValueError(
+            f"{key}={token!r} is not one token of the tokenizer (it gives {ids}); "
+            "model.lm_verifier needs the solution's opening token and the step tag as single tokens"
+        )
+    return ids[0]
+
+
+def make_model(
+    m: dict[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int, step_tag: str | None = None
+) -> PreTrainedModel:
+    """The model to train from the ``model`` config: a base causal LM, or a fresh backbone.
+    ``step_tag`` is the scoring format's step tag (``model.lm_verifier`` uses it)."""
     torch.manual_seed(seed)  # the new head's initialisation
     if m.get("base"):
         return from_pretrained_lm(
@@ -395,6 +388,10 @@ def make_model(m: dict[str, Any], tokenizer: PreTrainedTokenizerBase, seed: int)
             m.get("extra_layers", 0),
             m.get("freeze_base", False),
             m.get("previous_token_head", False),
+            m.get("lm_verifier", False),
+            _token_id(tokenizer, m.get("solution_start_token"), "model.solution_start_token") if m.get("lm_verifier") else None,
+            _token_id(tokenizer, step_tag, "format.step_tag") if m.get("lm_verifier") and step_tag else None,
+            m.get("freeze_new_layers", False),
         )
     return init_model(
         m["backbone"],

@@ -4,7 +4,9 @@ Each format runs on a tiny randomly initialised checkpoint of its architecture (
 two heads of 64, 2 layers) with the embedded world's tokenizer: a Qwen2 PRM with the
 Qwen2.5-Math-PRM head, a Qwen2 causal LM (Math-Shepherd) and a Llama causal LM (RLHFlow).
 Weights are drawn wider than the default init so that scores spread over (0, 1) and a
-backend mismatch could not hide behind scores that all sit at 0.5.
+backend mismatch could not hide behind scores that all sit at 0.5. A fourth checkpoint is
+built the way the toy PRM is (``model.lm_verifier``): a tiny Qwen2 LM with tied embeddings,
+widened, with the verifier's layers on top (``prm.readout.build_lm_verifier``).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ CONFIG_FOR = {
     "qwen_prm": "qwen2.5-math-prm-7b",
     "math_shepherd": "math-shepherd",
     "rlhflow": "rlhflow-8b",
+    "toy_lm_verifier": "toy",  # the toy PRM's recipe: qwen_prm read at "\n\n", twice as wide
 }
 TINY = dict(
     hidden_size=128,
@@ -107,7 +110,28 @@ def tiny_models(tmp_path_factory) -> dict[str, str]:
         model.save_pretrained(path)
         tok.save_pretrained(path)
         paths[fmt] = str(path)
+    paths["toy_lm_verifier"] = _lm_verifier_checkpoint(root, tok, ids)
     return paths
+
+
+def _lm_verifier_checkpoint(root: Path, tok, ids: dict) -> str:
+    from prm.training import from_pretrained_lm
+
+    lm = Qwen2ForCausalLM(Qwen2Config(**{**TINY, "intermediate_size": 512}, **ids, tie_word_embeddings=True))
+    with torch.no_grad():  # logits spread as a trained LM's do, so some tokens fall short
+        lm.model.embed_tokens.weight.mul_(4)
+    lm.save_pretrained(root / "tied_lm")
+    model = from_pretrained_lm(
+        str(root / "tied_lm"), extra_layers=3, freeze_base=True, lm_verifier=True,
+        solution_start_id=tok.convert_tokens_to_ids("<|assistant|>"),
+        step_tag_id=tok.convert_tokens_to_ids("ĊĊ"),
+    )
+    with torch.no_grad():  # a gentler head than the built one, so that scores spread
+        model.score[0].weight[:2] *= 0.02
+    path = root / "toy_lm_verifier"
+    model.save_pretrained(path)
+    tok.save_pretrained(path)
+    return str(path)
 
 
 def prm_config(fmt: str, path: str, backend: str) -> dict:
@@ -204,6 +228,7 @@ def test_public_configs_are_valid():
     for fmt, name in CONFIG_FOR.items():
         cfg = OmegaConf.load(CONFIGS / f"{name}.yaml")
         assert cfg.name == name
+        fmt = "qwen_prm" if fmt == "toy_lm_verifier" else fmt
         assert cfg.format.type == fmt and fmt in FORMATS
         assert cfg.aggregation in AGGREGATIONS
         assert cfg.backend in ("vllm", "hf") and cfg.trust_remote_code is False

@@ -222,10 +222,10 @@ def test_previous_token_head_copies_the_lms_last_state_to_the_next_token(tmp_pat
     assert not torch.equal(prm.model.layers[3].self_attn.q_proj.weight, torch.zeros_like(prm.model.layers[3].self_attn.q_proj.weight))
     with pytest.raises(ValueError, match="extra_layers"):
         from_pretrained_lm(str(tmp_path), previous_token_head=True)
-    # the train_prm config's key reaches it, and is on by default
+    # the train_prm config's key reaches it (with lm_verifier off), and is on by default
     from prm.training import make_model
 
-    m = dict(compose_app("train_prm", []).model)
+    m = dict(compose_app("train_prm", ["model.lm_verifier=false", "model.freeze_new_layers=false"]).model)
     assert m["previous_token_head"] is True
     m.update(base=str(tmp_path), extra_layers=1)
     built = make_model(m, tok, seed=0)
@@ -444,3 +444,72 @@ def test_toy_base_names_pick_their_lm_build(monkeypatch):
     assert [s.architecture for s in specs] == ["qwen2", "qwen2"]
     assert resolve_base("Qwen/Qwen2.5-Math-1.5B") == "Qwen/Qwen2.5-Math-1.5B"
     assert len(specs) == 2
+
+
+def _tiny_tied_lm(path, tok):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(0)
+    lm = Qwen2ForCausalLM(
+        Qwen2Config(vocab_size=len(tok), hidden_size=128, intermediate_size=512, num_hidden_layers=2,
+                    num_attention_heads=2, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
+                    tie_word_embeddings=True, max_position_embeddings=1024)
+    ).eval()
+    with torch.no_grad():
+        # a trained LM's logits spread widely, so that some tokens fall short; and its
+        # embeddings have a few weak directions, which the verifier's token code drops
+        embed = lm.model.embed_tokens.weight
+        top = torch.linalg.svd(embed, full_matrices=False).Vh[:120]
+        embed.copy_(12 * embed @ top.T @ top)
+    lm.save_pretrained(path)
+    return lm
+
+
+def test_lm_verifier_layers_compute_each_tokens_shortfall_and_the_worst_so_far(tmp_path):
+    from prm.readout import FREE_CHANNELS, IN_SOLUTION, LOGIT, SHORTFALL, WORST
+    from prm.scoring.formats import build_format
+    from prm.training import make_model
+
+    tok = build_tokenizer()
+    lm = _tiny_tied_lm(tmp_path, tok)
+    m = dict(compose_app("train_prm", []).model)
+    assert m["lm_verifier"] is True and m["freeze_new_layers"] is True  # the defaults
+    m.update(base=str(tmp_path))
+    prm = make_model(m, tok, seed=0, step_tag="\n\n").eval()
+    assert prm.config.hidden_size == 256 and prm.config.num_attention_heads == 4
+    assert {n for n, p in prm.named_parameters() if p.requires_grad} == {
+        "model.norm.weight", "score.0.weight", "score.0.bias", "score.2.weight", "score.2.bias"}
+    fmt = build_format({"type": "qwen_prm", "step_tag": "\n\n", "system_prompt": None})
+    enc = fmt.encode(tok, "Start at 7 and do A+5 B-3.", ["A+5 7+5=12", "B-3 12-3=9", "\\boxed{9}"])
+    ids = torch.tensor([enc.input_ids])
+    free = 128 + 128 - FREE_CHANNELS
+    with torch.no_grad():
+        logits = lm(ids).logits[0]
+        states = prm.model(ids, output_hidden_states=True).hidden_states
+        # the LM's layers compute what they computed, from the first half of the channels
+        assert torch.allclose(lm.lm_head(lm.model.norm(states[2][0, :, :128])), logits, atol=1e-3)
+        actual = logits[:-1].gather(1, ids[0, 1:, None])[:, 0]
+        assert torch.allclose(states[3][0, 1:, free + LOGIT], actual, atol=0.05 * actual.abs().max())
+        start = enc.input_ids.index(tok.convert_tokens_to_ids("<|assistant|>"))
+        in_solution = states[4][0, :, free + IN_SOLUTION]
+        assert in_solution[: start + 1].abs().max() < 0.1 and (in_solution[start + 1 :] - 1).abs().max() < 0.05
+        # the shortfall: sum over other tokens of silu(2 (their logit - this one's - 2.5)) / 2,
+        # inside the solution and off the step tags
+        excess = logits[:-1] - actual[:, None] - 2.5
+        expected = (torch.nn.functional.silu(2 * excess) / 2).sum(-1)
+        tag = tok.convert_tokens_to_ids("ĊĊ")
+        inside = [t for t in range(start + 1, len(enc.input_ids)) if enc.input_ids[t] != tag]
+        got = states[4][0, inside, free + SHORTFALL]
+        assert expected[[t - 1 for t in inside]].max() > 5  # some tokens do fall short
+        assert torch.allclose(got, expected[[t - 1 for t in inside]], rtol=0.1, atol=0.1)
+        # the worst shortfall so far (a soft maximum) at each step tag, and the head reads it
+        worst = states[5][0, enc.positions, free + WORST]
+        for pos, w in zip(enc.positions, worst):
+            so_far = [t for t in inside if t <= pos]
+            assert torch.allclose(w, states[4][0, so_far, free + SHORTFALL].max(), rtol=0.1, atol=0.1)
+        good = torch.softmax(prm(input_ids=ids).logits[0, enc.positions], -1)[:, 1]
+        assert torch.all(good[1:] <= good[:-1] + 1e-3)  # the worst so far never improves
+    with pytest.raises(ValueError, match="extra_layers >= 3"):
+        make_model({**m, "extra_layers": 2}, tok, seed=0, step_tag="\n\n")
+    with pytest.raises(ValueError, match="solution_start_token"):
+        make_model({**m, "solution_start_token": "not one token"}, tok, seed=0, step_tag="\n\n")

@@ -55,7 +55,7 @@ def run(cfg: DictConfig, release_engines: bool = True) -> dict:
         shutdown_engines()
     log.info("data mix: %s", counts)
     tokenizer = load_tokenizer(c["model"]["tokenizer"], c["model"]["base"])
-    model = make_model(c["model"], tokenizer, cfg.seed)
+    model = make_model(c["model"], tokenizer, cfg.seed, step_tag=c["format"].get("step_tag"))
     hint_weight = float(c["data"].get("lm_hint_weight") or 0.0)
     token_hints = None
     if hint_weight:
