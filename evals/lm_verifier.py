@@ -5,8 +5,10 @@ the embedded world is measured against.
 
 Samples held-out embedded-world solutions from the toy policy (vLLM), labels every step
 exactly, and scores each step by the LM's probability of the step's tokens given everything
-before (the product over the step, and the minimum). The first-error threshold is chosen on
-100 other problems, as ``itc-eval-prm`` does. Prints one JSON object.
+before (the product over the step, and the minimum) and by its margin (the least, over the
+step's tokens, of the token's logit minus the LM's top logit there: what the toy PRM's built
+verifier layers approximate, ``prm.readout``). The first-error threshold is chosen on 100
+other problems, as ``itc-eval-prm`` does. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -30,9 +32,10 @@ from prm.training import resolve_base
 
 def step_probabilities(
     model, policy: Policy, record: StepLabelled
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float]]:
     """(product, min) of the LM's token probabilities over each step, given the prompt and
-    the steps before (the step delimiter is part of no step)."""
+    the steps before (the step delimiter is part of no step), and the step's least margin
+    (token logit minus top logit)."""
     tok = policy.tokenizer
     ids = tok(policy.format_prompt(record.problem), add_special_tokens=False)["input_ids"]
     spans = []
@@ -42,11 +45,15 @@ def step_probabilities(
         spans.append((start, len(ids)))
         ids = ids + tok(policy.step_delimiter, add_special_tokens=False)["input_ids"]
     with torch.no_grad():
-        logp = torch.log_softmax(model(torch.tensor([ids])).logits[0].float(), -1)
-    token_logp = logp[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].numpy()
+        logits = model(torch.tensor([ids])).logits[0].float()[:-1]
+    logp = torch.log_softmax(logits, -1)
+    rows, nxt = torch.arange(len(ids) - 1), torch.tensor(ids[1:])
+    token_logp = logp[rows, nxt].numpy()
+    token_margin = (logits[rows, nxt] - logits.max(-1).values).numpy()
     prod = [float(np.exp(token_logp[a - 1 : b - 1].sum())) for a, b in spans]
     low = [float(np.exp(token_logp[a - 1 : b - 1].min())) for a, b in spans]
-    return prod, low
+    margin = [float(token_margin[a - 1 : b - 1].min()) for a, b in spans]
+    return prod, low, margin
 
 
 def report(
@@ -54,9 +61,13 @@ def report(
 ) -> dict[str, dict[str, float]]:
     cal = [step_probabilities(model, policy, r) for r in calibration]
     tst = [step_probabilities(model, policy, r) for r in test]
-    grid = [float(x) for x in np.exp(np.linspace(-12, 0, 200))]  # probabilities span decades
+    grids = {
+        "product": [float(x) for x in np.exp(np.linspace(-12, 0, 200))],  # spans decades
+        "min": [float(x) for x in np.exp(np.linspace(-12, 0, 200))],
+        "margin": [float(x) for x in np.linspace(-12, 0, 241)],
+    }
     out = {}
-    for i, how in enumerate(("product", "min")):
+    for i, (how, grid) in enumerate(grids.items()):
         th = best_threshold([c[i] for c in cal], [r.first_error() for r in calibration], grid)
         scores = [t[i] for t in tst]
         out[how] = {

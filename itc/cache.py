@@ -24,6 +24,21 @@ def fingerprint(*parts: str | bytes) -> str:
     return h.hexdigest()[:16]
 
 
+def checkpoint_fingerprint(model: str) -> str:
+    """Identifies the weights a model path holds now (their files' names, sizes and times), so
+    a result made with a since retrained checkpoint is not taken for a current one; a hub id
+    or other name is kept as it is."""
+    path = Path(model)
+    if not path.is_dir():
+        return model
+    stats = [
+        f"{f.relative_to(path)}:{f.stat().st_size}:{f.stat().st_mtime_ns}"
+        for f in sorted(path.rglob("*"))
+        if f.is_file() and (f.suffix in (".safetensors", ".bin", ".pt") or f.name == "config.json")
+    ]
+    return fingerprint(str(path.resolve()), *stats)
+
+
 def _register_resolver() -> None:
     """``${itc_cache:sub/dir}`` in configs: a path under :func:`cache_dir`."""
     from omegaconf import OmegaConf

@@ -11,6 +11,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
+from itc.cache import checkpoint_fingerprint
 from itc.data import load_problems
 from itc.grading import answers_equivalent
 from itc.policy import Policy, build_policy
@@ -31,7 +32,12 @@ class ConfigMismatchError(ValueError):
 
 def _identity(cfg: DictConfig) -> dict[str, Any]:
     c = OmegaConf.to_container(cfg, resolve=True)
-    return {k: c.get(k) for k in IDENTITY_KEYS}
+    ident = {k: c.get(k) for k in IDENTITY_KEYS}
+    if c.get("prm") is not None:  # a retrained PRM under the same name makes other results
+        from prm.toy import resolve_prm_model
+
+        ident["prm_weights"] = checkpoint_fingerprint(resolve_prm_model(c["prm"]["model"]))
+    return ident
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

@@ -2,7 +2,7 @@
 
 They are trained by ``itc-train-prm`` (default config, ``objective=prm`` / ``orm``) on first
 use, in a subprocess (the caller may itself be a Hydra app), and retrained when the toy
-policy they were trained on has changed.
+policy they were trained on, or the default recipe (``configs/train_prm.yaml``), has changed.
 """
 
 from __future__ import annotations
@@ -13,13 +13,54 @@ import subprocess
 import sys
 from pathlib import Path
 
+from importlib.resources import files
+from typing import Any
+
 from filelock import FileLock
+from omegaconf import OmegaConf
 
 from itc.cache import cache_dir
 
 log = logging.getLogger(__name__)
 
 TOY_MODELS = {"toy": "prm", "toy-orm": "orm"}
+# Training settings that do not change the model a recipe makes.
+_NOT_RECIPE = {
+    "data": ("cache",),
+    "training": ("disable_tqdm", "logging_steps", "save_steps", "save_strategy", "save_total_limit"),
+}
+
+
+def recipe(config: dict[str, Any]) -> dict[str, Any]:
+    """The parts of an ``itc-train-prm`` config (resolved) that decide the model it trains."""
+    out = {k: config.get(k) for k in ("objective", "model", "format", "data", "training")}
+    for section, keys in _NOT_RECIPE.items():
+        out[section] = {k: v for k, v in (out[section] or {}).items() if k not in keys}
+    return out
+
+
+def default_recipe(objective: str) -> dict[str, Any]:
+    """The recipe of ``configs/train_prm.yaml`` as shipped, for ``objective``."""
+    cfg = OmegaConf.create(files("configs").joinpath("train_prm.yaml").read_text())
+    cfg.objective = objective
+    for section, keys in _NOT_RECIPE.items():
+        for k in keys:
+            cfg[section].pop(k, None)
+    cfg.pop("output_dir", None)
+    cfg.pop("hydra", None)
+    return recipe(OmegaConf.to_container(cfg, resolve=True))
+
+
+def changed_recipe_keys(trained: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
+    """Dotted keys where two recipes differ."""
+
+    def flat(d: Any, prefix: str = "") -> dict[str, Any]:
+        if not isinstance(d, dict):
+            return {prefix: d}
+        return {k2: v2 for k, v in d.items() for k2, v2 in flat(v, f"{prefix}.{k}" if prefix else k).items()}
+
+    a, b = flat(trained), flat(wanted)
+    return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
 
 def toy_prm_path(name: str = "toy") -> Path:
@@ -33,9 +74,17 @@ def toy_prm_path(name: str = "toy") -> Path:
     with FileLock(str(out.parent / f"toy-{objective}.lock")):
         report = out / "train_report.json"
         if report.exists() and (out / "checkpoint").is_dir():
-            if json.loads(report.read_text()).get("policy_model") == policy:
+            trained = json.loads(report.read_text())
+            changed = changed_recipe_keys(recipe(trained.get("config") or {}), default_recipe(objective))
+            if trained.get("policy_model") == policy and not changed:
                 return out / "checkpoint"
-            log.warning("the toy policy changed since the toy %s was trained; retraining", objective)
+            if changed:
+                log.warning(
+                    "the default recipe changed since the toy %s was trained (%s); retraining",
+                    objective, ", ".join(changed[:6]) + (", ..." if len(changed) > 6 else ""),
+                )
+            else:
+                log.warning("the toy policy changed since the toy %s was trained; retraining", objective)
         log.warning("Training the embedded world's %s (once; cached in %s)", objective, out)
         cmd = [
             sys.executable, "-m", "itc.cli.train_prm",

@@ -377,7 +377,7 @@ def test_orm_objective_and_ttt_backbone_train_from_the_same_data(trained_prm, tm
         assert arch == ["TTTForProcessRewardModel"]
 
 
-def test_toy_prm_name_resolves_to_the_cache_and_retrains_when_the_policy_changed(
+def test_toy_prm_name_resolves_to_the_cache_and_retrains_when_the_policy_or_recipe_changed(
     tmp_path, monkeypatch, toy_policy_path
 ):
     import subprocess
@@ -395,7 +395,9 @@ def test_toy_prm_name_resolves_to_the_cache_and_retrains_when_the_policy_changed
         calls.append(cmd)
         out = tmp_path / "prm" / "toy-prm"
         (out / "checkpoint").mkdir(parents=True, exist_ok=True)
-        (out / "train_report.json").write_text(json.dumps({"policy_model": str(toy_policy_path)}))
+        (out / "train_report.json").write_text(
+            json.dumps({"policy_model": str(toy_policy_path), "config": toy.default_recipe("prm")})
+        )
 
     monkeypatch.setattr(subprocess, "run", fake_train)
     path = toy.resolve_prm_model("toy")
@@ -403,9 +405,18 @@ def test_toy_prm_name_resolves_to_the_cache_and_retrains_when_the_policy_changed
     assert "objective=prm" in calls[0] and calls[0][1:3] == ["-m", "itc.cli.train_prm"]
     assert toy.resolve_prm_model("toy") == path and len(calls) == 1  # cached
     report = tmp_path / "prm" / "toy-prm" / "train_report.json"
-    report.write_text(json.dumps({"policy_model": "/some/older/policy"}))
+    report.write_text(json.dumps({"policy_model": "/some/older/policy", "config": toy.default_recipe("prm")}))
     toy.resolve_prm_model("toy")
     assert len(calls) == 2  # retrained for the current policy
+    older = toy.default_recipe("prm")
+    older["model"]["lm_verifier"] = False
+    older["training"]["max_steps"] = 6000
+    older["training"]["disable_tqdm"] = True  # not part of the recipe
+    report.write_text(json.dumps({"policy_model": str(toy_policy_path), "config": older}))
+    assert toy.changed_recipe_keys(toy.recipe(older), toy.default_recipe("prm")) == [
+        "model.lm_verifier", "training.max_steps"]
+    toy.resolve_prm_model("toy")
+    assert len(calls) == 3  # retrained with today's recipe
     assert toy.resolve_prm_model("/my/prm") == "/my/prm"
 
 
@@ -420,14 +431,16 @@ def test_lm_verifier_scores_each_step_by_its_token_probabilities(hf_policy):
 
     records = gold_records(problems, [["\n\n".join(r), "\n\n".join(w)] for r, w in zip(right, wrong)])
     scored = [step_probabilities(hf_policy.model, hf_policy, rec) for rec in records]
-    for rec, (prod, low) in zip(records, scored):
-        assert len(prod) == len(low) == len(rec.steps)
+    for rec, (prod, low, margin) in zip(records, scored):
+        assert len(prod) == len(low) == len(margin) == len(rec.steps)
         assert all(0.0 < p <= m <= 1.0 for p, m in zip(prod, low))
-    for (right_prod, _), (wrong_prod, _) in zip(scored[0::2], scored[1::2]):
+        assert all(x <= 0.0 for x in margin)  # no token beats the top logit
+    for (right_prod, _, right_margin), (wrong_prod, _, wrong_margin) in zip(scored[0::2], scored[1::2]):
         assert right_prod[:-1] == pytest.approx(wrong_prod[:-1], rel=1e-4)  # same steps
         assert right_prod[-1] > wrong_prod[-1]  # copying the last value into \boxed{} is learned
+        assert right_margin[-1] > wrong_margin[-1]
     figures = report(hf_policy.model, hf_policy, records[:2], records[2:])
-    assert set(figures) == {"product", "min"}
+    assert set(figures) == {"product", "min", "margin"}
     assert figures["product"]["flawed"] == 2 and figures["product"]["correct"] == 2
 
 

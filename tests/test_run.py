@@ -112,3 +112,24 @@ def test_cli_runs_and_reports_errors(tmp_path, toy_policy_path):
     helped = _itc_run(["--help"], tmp_path)
     assert helped.returncode == 0
     assert re.search(r"strategy: .*greedy.*majority", helped.stdout) and "resumes" in helped.stdout
+
+
+def test_a_resume_with_a_retrained_prm_under_the_same_name_is_refused(tmp_path):
+    """Results scored by a PRM are tied to its weights, not only to its config entry."""
+    from omegaconf import OmegaConf
+
+    from itc.runner import _check_resume
+
+    ckpt = tmp_path / "prm" / "checkpoint"
+    ckpt.mkdir(parents=True)
+    (ckpt / "config.json").write_text("{}")
+    (ckpt / "model.safetensors").write_bytes(b"weights")
+    cfg = OmegaConf.create({"policy": {"name": "toy"}, "dataset": {"name": "toy"}, "strategy": {"name": "best_of_n"},
+                            "prm": {"model": str(ckpt)}, "seed": 0})
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    _check_resume(run_dir, cfg)
+    _check_resume(run_dir, cfg)  # the same weights: resumes
+    (ckpt / "model.safetensors").write_bytes(b"retrained weights")
+    with pytest.raises(ConfigMismatchError, match="prm_weights"):
+        _check_resume(run_dir, cfg)

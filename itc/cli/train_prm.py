@@ -6,7 +6,7 @@
 
 Writes ``<output_dir>/checkpoint`` and ``<output_dir>/train_report.json``; a rerun after an
 interruption resumes from the last Trainer checkpoint, and a finished run is kept unless
-``overwrite=true``.
+``overwrite=true`` or it was trained with another recipe (model, format, data, training).
 """
 
 from __future__ import annotations
@@ -33,13 +33,22 @@ def run(cfg: DictConfig, release_engines: bool = True) -> dict:
     from prm.scoring.formats import build_format
     from prm.training import load_tokenizer, make_model, step_count_summary, train
 
+    from prm.toy import changed_recipe_keys, recipe
+
     out = Path(cfg.output_dir)
     report_path = out / "train_report.json"
-    if report_path.exists() and (out / "checkpoint").is_dir() and not cfg.overwrite:
-        log.info("%s is already trained (overwrite=true retrains)", out / "checkpoint")
-        return json.loads(report_path.read_text())
-    out.mkdir(parents=True, exist_ok=True)
     c = OmegaConf.to_container(cfg, resolve=True)
+    if report_path.exists() and (out / "checkpoint").is_dir() and not cfg.overwrite:
+        done = json.loads(report_path.read_text())
+        changed = changed_recipe_keys(recipe(done.get("config") or {}), recipe(c))
+        if not changed:
+            log.info("%s is already trained (overwrite=true retrains)", out / "checkpoint")
+            return done
+        log.warning(
+            "%s was trained with other settings (%s); retraining", out / "checkpoint",
+            ", ".join(changed[:6]) + (", ..." if len(changed) > 6 else ""),
+        )
+    out.mkdir(parents=True, exist_ok=True)
     data_cfg = {
         k: v for k, v in c["data"].items()
         if k not in ("max_length", "cache", "dense_toy_labels", "lm_hint_weight")
