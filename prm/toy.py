@@ -11,9 +11,8 @@ import json
 import logging
 import subprocess
 import sys
-from pathlib import Path
-
 from importlib.resources import files
+from pathlib import Path
 from typing import Any
 
 from filelock import FileLock
