@@ -302,6 +302,23 @@ def test_a_finished_training_is_kept_and_a_rerun_does_not_retrain(trained_prm):
 
 
 @pytest.mark.vllm
+def test_a_finished_training_with_another_recipe_is_retrained(trained_prm, tmp_path):
+    import shutil
+
+    from itc.cli.train_prm import run
+
+    out, report = trained_prm
+    shutil.copytree(out / "checkpoint", tmp_path / "checkpoint")
+    shutil.copy(out / "train_report.json", tmp_path / "train_report.json")
+    base = TINY_TRAIN + [f"output_dir={tmp_path}", f"data.cache={out}/data"]
+    kept = run(compose_app("train_prm", base + ["training.disable_tqdm=false"]), release_engines=False)
+    assert kept["train_loss"] == report["train_loss"]  # a setting outside the recipe: kept
+    again = run(compose_app("train_prm", base + ["training.max_steps=3"]), release_engines=False)
+    assert again["config"]["training"]["max_steps"] == 3  # retrained with the new recipe
+    assert json.loads((tmp_path / "train_report.json").read_text())["config"]["training"]["max_steps"] == 3
+
+
+@pytest.mark.vllm
 def test_vllm_and_transformers_agree_on_the_trained_checkpoint(trained_prm, vllm_policy):
     from prm.scoring import build_prm
     from strategies.base import split_steps
