@@ -1,7 +1,7 @@
 """Batched beam search against the same search run one problem at a time (the anchors' way).
 
     python benchmarks/beam_search_bench.py [--problems 64] [--n 16] [--beam-width 4]
-                                           [--prm toy] [--seed 0] [OVERRIDE ...]
+                                           [--prm toy] [--seed 0] [--repeats 3] [OVERRIDE ...]
 
 Embedded-world problems (held-out split, every level), the toy policy on vLLM and a PRM
 (``--prm``: a configs/prm entry; ``toy`` is trained on first use, or pass
@@ -10,14 +10,18 @@ Trailing Hydra overrides change the run config for both arms alike (for example
 ``policy.vllm.engine_kwargs.block_size=128``, vLLM's CPU default).
 The same strategy object, configuration and seed run (1) on all problems in one call,
 so each iteration is one vLLM generate call and one PRM call for every beam of every
-problem, and (2) on one problem per call. Prints accuracy, tokens and wall time of both;
-the last line is a JSON object with both wall times and their ratio.
+problem, and (2) on one problem per call. The two arms alternate ``--repeats`` times, each
+starting from empty prefix caches in both engines (so neither reuses the other's prompts),
+and each arm's median wall time is reported: on a shared 2-core machine single timings
+vary by a fifth. Prints accuracy, tokens and wall time of every run; the last line is a
+JSON object with both median wall times and their ratio.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 from hydra import compose, initialize_config_module
@@ -31,6 +35,7 @@ def main() -> None:
     ap.add_argument("--prm", default="toy", help="configs/prm entry (default: toy)")
     ap.add_argument("--prm-model", help="checkpoint path overriding the entry's model")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each arm (median reported)")
     ap.add_argument(
         "overrides", nargs="*",
         help="Hydra overrides of the run config, e.g. policy.vllm.engine_kwargs.block_size=128",
@@ -55,6 +60,8 @@ def main() -> None:
     strategy.run(problems[:2], policy, prm)  # warm-up: engines compiled and caches filled
 
     def timed(batches):
+        for llm in (policy.llm, prm.llm):  # start cold: no prompt cached by an earlier run
+            llm.reset_prefix_cache()
         t0 = time.perf_counter()
         results = [r for batch in batches for r in strategy.run(batch, policy, prm)]
         seconds = time.perf_counter() - t0
@@ -66,19 +73,23 @@ def main() -> None:
             "prm_tokens": sum(r.prm_tokens for r in results),
         }
 
-    batched = timed([problems])
-    print(f"batched   (1 call of {len(problems)} problems): {batched}", flush=True)
-    sequential = timed([[p] for p in problems])
-    print(f"sequential ({len(problems)} calls of 1 problem): {sequential}", flush=True)
+    runs: dict[str, list[dict]] = {"batched": [], "sequential": []}
+    for k in range(args.repeats):
+        runs["batched"].append(timed([problems]))
+        print(f"run {k + 1}: batched    (1 call of {len(problems)} problems): {runs['batched'][-1]}", flush=True)
+        runs["sequential"].append(timed([[p] for p in problems]))
+        print(f"run {k + 1}: sequential ({len(problems)} calls of 1 problem): {runs['sequential'][-1]}", flush=True)
+    batched, sequential = (statistics.median(r["seconds"] for r in runs[arm]) for arm in ("batched", "sequential"))
     print(json.dumps({
         "problems": len(problems),
         "n": args.n,
         "beam_width": args.beam_width,
-        "batched_seconds": batched["seconds"],
-        "sequential_seconds": sequential["seconds"],
-        "speedup": round(sequential["seconds"] / batched["seconds"], 2),
-        "batched_accuracy": batched["accuracy"],
-        "sequential_accuracy": sequential["accuracy"],
+        "repeats": args.repeats,
+        "batched_seconds": batched,
+        "sequential_seconds": sequential,
+        "speedup": round(sequential / batched, 2),
+        "batched_accuracy": statistics.mean(r["accuracy"] for r in runs["batched"]),
+        "sequential_accuracy": statistics.mean(r["accuracy"] for r in runs["sequential"]),
     }))
 
 

@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 # The parts of the config that decide what a result means; a resumed run must match them.
 IDENTITY_KEYS = ("policy", "dataset", "strategy", "prm", "seed")
+# How a model is served (engine sizes, KV block size, batch sizes) does not change what a
+# run means, so a resume may change it.
+SERVING_KEYS = ("vllm", "hf")
 
 
 class ConfigMismatchError(ValueError):
@@ -32,12 +35,22 @@ class ConfigMismatchError(ValueError):
 
 def _identity(cfg: DictConfig) -> dict[str, Any]:
     c = OmegaConf.to_container(cfg, resolve=True)
-    ident = {k: c.get(k) for k in IDENTITY_KEYS}
+    ident = _without_serving({k: c.get(k) for k in IDENTITY_KEYS})
     if c.get("prm") is not None:  # a retrained PRM under the same name makes other results
         from prm.toy import resolve_prm_model
 
         ident["prm_weights"] = checkpoint_fingerprint(resolve_prm_model(c["prm"]["model"]))
     return ident
+
+
+def _without_serving(ident: dict[str, Any]) -> dict[str, Any]:
+    """``ident`` without the policy's and PRM's serving settings (also for identities
+    recorded before they were left out)."""
+    out = dict(ident)
+    for group in ("policy", "prm"):
+        if isinstance(out.get(group), dict):
+            out[group] = {k: v for k, v in out[group].items() if k not in SERVING_KEYS}
+    return out
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -56,7 +69,7 @@ def _check_resume(run_dir: Path, cfg: DictConfig) -> None:
     if not path.exists():
         write_json_atomic(path, ident)
         return
-    old, new = _flatten(json.loads(path.read_text())), _flatten(ident)
+    old, new = _flatten(_without_serving(json.loads(path.read_text()))), _flatten(ident)
     diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if diff:
         raise ConfigMismatchError(
@@ -119,7 +132,8 @@ def run_experiment(
     """Run (or resume) one configuration in ``run_dir``; returns the metrics written.
 
     With a ``prm`` group selected, every candidate's steps are scored (``step_scores`` and
-    the aggregated ``score``) unless the strategy already did so.
+    the aggregated ``score``) unless the strategy already did so, or ``score_candidates`` is
+    false.
     """
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -149,7 +163,8 @@ def run_experiment(
                 t0 = time.perf_counter()
                 results = strategy.run(batch, policy, prm)
                 per_problem = (time.perf_counter() - t0) / len(batch)
-                if prm is not None:  # for the record only: not counted as the strategy's compute
+                if prm is not None and cfg.get("score_candidates", True):
+                    # for the record only: not counted as the strategy's compute
                     _score_unscored(prm, batch, results)
                 sizes = (policy.num_parameters, prm.num_parameters if prm is not None else 0)
                 for problem, result in zip(batch, results):

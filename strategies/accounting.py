@@ -44,12 +44,18 @@ class Meter:
         return outputs
 
     def score(
-        self, prm: Any, problems: Sequence[str], candidates: Sequence[Sequence[Sequence[str]]], owners: Sequence[int]
+        self,
+        prm: Any,
+        problems: Sequence[str],
+        candidates: Sequence[Sequence[Sequence[str]]],
+        owners: Sequence[int],
+        known: Sequence[Sequence[int]] | None = None,
     ) -> list[list[list[float]]]:
-        """``prm.score(problems, candidates)``; group ``i`` is charged to ``owners[i]``."""
+        """``prm.score_with_usage(problems, candidates, known)``; group ``i`` is charged to
+        ``owners[i]``."""
         if not problems:
             return []
-        scores, tokens = prm.score_with_usage(list(problems), candidates)
+        scores, tokens = prm.score_with_usage(list(problems), candidates, known)
         for owner, count in zip(owners, tokens):
             self.usage[owner].prm_tokens += count
         return scores

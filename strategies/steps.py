@@ -68,11 +68,12 @@ def extend(
     ``whole`` the rest of the solution (split into steps). ``prompts`` replaces the default
     prompt (the problem, then the parent's steps) of each parent. A parent whose prompt no
     longer fits the policy's context gets no children and is marked dead."""
+    if prompts is None:
+        prompts = [policy.format_prompt(problems[p.owner].problem, p.steps) for p in parents]
     texts, owners, rows = [], [], []
-    for k, parent in enumerate(parents):
-        prompt = prompts[k] if prompts is not None else policy.format_prompt(problems[parent.owner].problem, parent.steps)
+    for k, (parent, prompt, count) in enumerate(zip(parents, prompts, policy.prompt_token_counts(prompts))):
         try:
-            policy.check_prompt(prompt)
+            policy.check_prompt(prompt, count)
         except PromptTooLongError:
             parent.dead = True
             continue
@@ -116,22 +117,26 @@ def score(
     partials: Sequence[Partial],
     check_equations: bool = False,
 ) -> None:
-    """Score every step of each partial in one batched PRM call (grouped by problem for the
-    accounting); sets ``step_scores``. Identical partials of a problem (samples often repeat
-    a step) are scored once. With ``check_equations`` a step with a false equation scores 0."""
+    """Score the steps each partial has no score for yet (those added since its parent was
+    scored) in one batched PRM call, grouped by problem for the accounting; extends
+    ``step_scores``. A PRM with prefix caching then recomputes little beyond the new steps.
+    Identical partials of a problem (samples often repeat a step) are scored once. With
+    ``check_equations`` a step with a false equation scores 0."""
     groups: dict[int, dict[tuple[str, ...], list[Partial]]] = {}
     for p in partials:
-        if p.steps:
+        if len(p.steps) > len(p.step_scores):
             groups.setdefault(p.owner, {}).setdefault(tuple(p.steps), []).append(p)
     owners = list(groups)
+    known = [[min(len(p.step_scores) for p in same) for same in groups[i].values()] for i in owners]
     scores = meter.score(
-        prm, [problems[i].problem for i in owners], [[list(k) for k in groups[i]] for i in owners], owners
+        prm, [problems[i].problem for i in owners], [[list(k) for k in groups[i]] for i in owners], owners, known
     )
-    for i, per_problem in zip(owners, scores):
-        for same, s in zip(groups[i].values(), per_problem):
-            checked = zero_false_equations(same[0].steps, s) if check_equations else list(s)
+    for i, per_problem, firsts in zip(owners, scores, known):
+        for same, first, new in zip(groups[i].values(), firsts, per_problem):
+            if check_equations:
+                new = zero_false_equations(same[0].steps[first:], new)
             for p in same:
-                p.step_scores = list(checked)
+                p.step_scores = p.step_scores[:first] + list(new)
 
 
 def dedupe(partials: Sequence[Partial]) -> list[Partial]:

@@ -143,7 +143,7 @@ def prm_config(fmt: str, path: str, backend: str) -> dict:
     cfg["vllm"].update(
         gpu_memory_utilization=0.2,
         enforce_eager=True,
-        engine_kwargs={"kv_cache_memory_bytes": 64 << 20},
+        engine_kwargs={"kv_cache_memory_bytes": 64 << 20, "block_size": 32},
     )
     cfg["hf"].update(batch_size=3, device="cpu")
     return cfg
@@ -331,6 +331,34 @@ def test_vllm_matches_hf(vllm_prms, hf_prms, fmt):
 
 
 @pytest.mark.vllm
+@pytest.mark.parametrize("fmt", list(CONFIG_FOR))
+def test_vllm_scores_only_new_steps_from_its_prefix_cache(vllm_prms, hf_prms, fmt, monkeypatch):
+    """``known`` leading scores: only the later steps' scores come back, the engine reads the
+    scored prefix from its cache (fewer rows computed than tokens sent), and they match a
+    transformers forward over the whole input."""
+    prm = vllm_prms[fmt]
+    steps = CANDIDATES[0][0][:3] + [f"{k}+1={k + 1}, carrying on with the sum" for k in range(14, 18)]
+    prm.score([PROBLEMS[0]], [[steps[:5]]])  # the parent, scored: its prefix is now cached
+    computed = []
+    encode = prm.llm.encode
+
+    def recording(prompts, *args, **kwargs):
+        outputs = encode(prompts, *args, **kwargs)
+        computed.extend((len(p["prompt_token_ids"]), o.outputs.data.shape[0]) for p, o in zip(prompts, outputs))
+        return outputs
+
+    monkeypatch.setattr(prm.llm, "encode", recording)
+    tails, tokens = prm.score_with_usage([PROBLEMS[0]], [[steps, steps[:5]]], known=[[5, 5]])
+    full = hf_prms[fmt].score([PROBLEMS[0]], [[steps]])[0][0]
+    assert tails[0][1] == [] and len(tails[0][0]) == 2
+    assert tails[0][0] == pytest.approx(full[5:], abs=1e-3)
+    assert computed and all(rows < sent for sent, rows in computed)
+    assert tokens == [sum(sent for sent, _ in computed)]  # whole inputs are counted
+    with pytest.raises(ValueError, match="known=8"):
+        prm.score_with_usage([PROBLEMS[0]], [[steps]], known=[[8]])
+
+
+@pytest.mark.vllm
 def test_itc_run_scores_every_candidate_with_the_selected_prm(tmp_path, vllm_policy, hf_prms):
     import json
 
@@ -347,3 +375,9 @@ def test_itc_run_scores_every_candidate_with_the_selected_prm(tmp_path, vllm_pol
             assert len(cand["step_scores"]) == len(cand["steps"])
             assert 0.0 <= cand["score"] <= 1.0
     assert compose_run([]).get("prm") is None  # no PRM unless one is selected
+
+    # score_candidates=false: majority's candidates stay unscored (the demo's sweep)
+    off = compose_run(VLLM_TEST_OVERRIDES + ["dataset.num_problems=3", "n=2", "prm=qwen2.5-math-prm-7b", "score_candidates=false"])
+    run_experiment(off, tmp_path / "off", policy=vllm_policy, prm=hf_prms["qwen_prm"])
+    records = [json.loads(x) for x in (tmp_path / "off" / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 3 and all(c["step_scores"] is None for r in records for c in r["candidates"])

@@ -62,6 +62,9 @@ def test_run_writes_results_and_metrics_then_resumes(tmp_path, vllm_policy):
     other = compose_run(VLLM_TEST_OVERRIDES + ["dataset.num_problems=10", "n=8"])
     with pytest.raises(ConfigMismatchError, match="strategy.n"):
         run_experiment(other, tmp_path, policy=vllm_policy)
+    # how the policy is served is not part of what a run means: a resume may change it
+    served = compose_run(VLLM_TEST_OVERRIDES + ["dataset.num_problems=10", "policy.vllm.engine_kwargs.block_size=64"])
+    assert run_experiment(served, tmp_path, policy=vllm_policy)["num_problems"] == 10
 
 
 @pytest.mark.vllm

@@ -42,8 +42,8 @@ class StepPolicy(Policy):
     def num_parameters(self) -> int:
         return 10
 
-    def count_tokens(self, text: str) -> int:
-        return len(text)
+    def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
+        return [[0] * len(p) for p in prompts]
 
     def _next(self, steps: list[str], temperature: float | None) -> str:
         if len(steps) >= LENGTH:
@@ -86,9 +86,11 @@ class StepPRM:
     def on_track(steps):
         return [0.1 if any(s.startswith("bad") for s in steps[: k + 1]) else 0.9 for k in range(len(steps))]
 
-    def score_with_usage(self, problems, candidates):
+    def score_with_usage(self, problems, candidates, known=None):
+        """As :meth:`prm.scoring.base.PRM.score_with_usage`: the scores after the known ones."""
         self.calls += 1
-        scores = [[self.on_track(steps) for steps in cands] for cands in candidates]
+        known = known or [[0] * len(cands) for cands in candidates]
+        scores = [[self.on_track(s)[k:] for s, k in zip(cands, ks)] for cands, ks in zip(candidates, known)]
         return scores, [sum(len(steps) for steps in cands) for cands in candidates]
 
 
@@ -294,9 +296,9 @@ def test_identical_partials_are_scored_once_and_charged_once():
     from strategies.steps import score
 
     class Recording(StepPRM):
-        def score_with_usage(self, problems, candidates):
+        def score_with_usage(self, problems, candidates, known=None):
             self.seen = candidates
-            return super().score_with_usage(problems, candidates)
+            return super().score_with_usage(problems, candidates, known)
 
     prm, meter = Recording(), Meter(2)
     parts = [Partial(0, ["ok 0"]), Partial(0, ["ok 0"]), Partial(0, ["bad 0"]), Partial(1, ["ok 0"]), Partial(1)]
@@ -305,6 +307,29 @@ def test_identical_partials_are_scored_once_and_charged_once():
     assert [p.step_scores for p in parts] == [[0.9], [0.9], [0.1], [0.9], []]
     assert parts[0].step_scores is not parts[1].step_scores
     assert [u.prm_tokens for u in meter.usage] == [2, 1]
+
+
+def test_only_the_steps_added_since_the_last_scoring_are_sent_for_scores():
+    from strategies.accounting import Meter
+    from strategies.steps import score
+
+    class Recording(StepPRM):
+        def score_with_usage(self, problems, candidates, known=None):
+            self.seen = (candidates, known)
+            return super().score_with_usage(problems, candidates, known)
+
+    prm, meter = Recording(), Meter(1)
+    parent = Partial(0, ["bad 0"])
+    score(meter, prm, problems(1), [parent])
+    kids = [parent.child("ok 1", 1, "step"), parent.child("ok 1", 1, "step"), parent.child("", 1, "length")]
+    kids[1].step_scores = []  # a copy that lost its scores is scored in full
+    score(meter, prm, problems(1), kids)
+    assert prm.seen == ([[["bad 0", "ok 1"]]], [[0]])  # identical partials: the fewer known
+    assert [k.step_scores for k in kids] == [[0.1, 0.1], [0.1, 0.1], [0.1]]  # an empty step adds nothing
+    fresh = Partial(0, ["bad 0", "ok 1", "ok 2"], [0.1, 0.1])
+    score(meter, prm, problems(1), [fresh])
+    assert prm.seen == ([[["bad 0", "ok 1", "ok 2"]]], [[2]])
+    assert fresh.step_scores == [0.1, 0.1, 0.1]
 
 
 # --- the false-equation check beside the PRM ------------------------------------------------
@@ -337,6 +362,7 @@ def test_check_equations_zeroes_steps_with_false_equations():
     parts = [Partial(0, ["ok 0: 0+1=1", "bad 1: 1+1=3"])]
     score(Meter(1), BlindPRM(), problems(1), parts)
     assert parts[0].step_scores == [0.9, 0.9]
+    parts = [Partial(0, ["ok 0: 0+1=1", "bad 1: 1+1=3"])]
     score(Meter(1), BlindPRM(), problems(1), parts, check_equations=True)
     assert parts[0].step_scores == [0.9, 0.0]
 

@@ -54,8 +54,8 @@ class FakePolicy(Policy):
     def num_parameters(self):
         return 1
 
-    def count_tokens(self, text):
-        return len(text)
+    def encode_prompts(self, prompts):
+        return [[0] * len(p) for p in prompts]
 
     def generate(self, prompts: Sequence[str], n=1, *, temperature=None, max_tokens=None, one_step=False):
         self.calls.append((len(prompts), n, temperature))

@@ -45,8 +45,12 @@ class LengthPRM:
 
     num_parameters = 1
 
-    def score_with_usage(self, problems, candidates):
-        scores = [[[1 / (1 + len(s)) for s in steps] for steps in cands] for cands in candidates]
+    def score_with_usage(self, problems, candidates, known=None):
+        known = known or [[0] * len(cands) for cands in candidates]
+        scores = [
+            [[1 / (1 + len(s)) for s in steps[k:]] for steps, k in zip(cands, ks)]
+            for cands, ks in zip(candidates, known)
+        ]
         return scores, [sum(len(steps) for steps in cands) for cands in candidates]
 
 

@@ -30,6 +30,9 @@ class SamplingConfig:
     max_step_tokens: int = 128  # one step, when a strategy asks for one step
 
 
+_PROMPT_CACHE_SIZE = 1 << 15  # prompts whose token ids a policy remembers
+
+
 class PromptTooLongError(ValueError):
     """A prompt (problem plus any steps so far) does not fit the model's context."""
 
@@ -73,8 +76,23 @@ class Policy(ABC):
             prompt = user
         return prompt + "".join(step + pc.step_delimiter for step in prefix_steps)
 
+    def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
+        """Token ids of each prompt, as the backend feeds them to the model, tokenized in one
+        batch. A chat template already writes any BOS token, so special tokens are added only
+        to prompts made without one. Search strategies send the same prompt to several
+        calls (to count, check and generate), so recent prompts are remembered."""
+        cache = self.__dict__.setdefault("_prompt_ids", {})
+        todo = list(dict.fromkeys(p for p in prompts if p not in cache))
+        if todo:
+            add_special = not self.prompt_config.chat_template
+            ids = self.tokenizer(todo, add_special_tokens=add_special)["input_ids"]
+            if len(cache) + len(todo) > _PROMPT_CACHE_SIZE:
+                cache.clear()
+            cache.update(zip(todo, ids))
+        return [cache[p] for p in prompts]
+
     def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        return len(self.encode_prompts([text])[0])
 
     def check_prompt(self, prompt: str, num_tokens: int | None = None, what: str = "") -> int:
         """Raise PromptTooLongError unless the prompt leaves room for one new token."""
@@ -101,7 +119,7 @@ class Policy(ABC):
         """``n`` completions for each prompt (temperature/max_tokens default from config)."""
 
     def prompt_token_counts(self, prompts: Sequence[str]) -> list[int]:
-        return [self.count_tokens(p) for p in prompts]
+        return [len(ids) for ids in self.encode_prompts(prompts)]
 
     def close(self) -> None:
         """Release the backend's resources (engines are otherwise reused in-process)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import functools
 import gc
 import json
 import logging
@@ -92,6 +93,21 @@ class VLLMPolicy(Policy):
             self._num_parameters = count_parameters_from_config(self._model_path)
         return self._num_parameters
 
+    @functools.cached_property
+    def _delimiter_token(self) -> int | None:
+        """The step delimiter's token id when generation can stop on that token instead of
+        on the string: it is one token and no other token's text contains it (else a merged
+        token such as ``".\n\n"`` would end a step unseen). Stopping on a token lets vLLM
+        skip detokenizing every sampled token; the texts are decoded in one batch instead."""
+        tok = self.tokenizer
+        ids = tok.encode(self.step_delimiter, add_special_tokens=False)
+        if len(ids) != 1:
+            return None
+        pieces = tok.batch_decode([[i] for i in range(len(tok))])
+        if any(self.step_delimiter in piece for i, piece in enumerate(pieces) if i != ids[0]):
+            return None
+        return ids[0]
+
     def generate(
         self,
         prompts: Sequence[str],
@@ -102,6 +118,7 @@ class VLLMPolicy(Policy):
         one_step: bool = False,
     ) -> list[list[Completion]]:
         from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
 
         if not prompts:
             return []
@@ -109,36 +126,57 @@ class VLLMPolicy(Policy):
         if max_tokens is None:
             max_tokens = self.sampling.max_step_tokens if one_step else self.sampling.max_tokens
         delimiter = self.step_delimiter
+        stop_token = self._delimiter_token if one_step else None
+        by_string = one_step and stop_token is None
+        token_ids = self.encode_prompts(prompts)
         params = []
-        for p in prompts:
-            used = self.check_prompt(p)
+        for p, ids in zip(prompts, token_ids):
+            used = self.check_prompt(p, len(ids))
             params.append(
                 SamplingParams(
                     n=n,
                     temperature=temperature,
                     top_p=self.sampling.top_p if temperature > 0 else 1.0,
                     max_tokens=max(1, min(max_tokens, self.max_model_len - used)),
-                    stop=[delimiter] if one_step else None,
+                    stop=[delimiter] if by_string else None,
+                    stop_token_ids=[stop_token] if stop_token is not None else None,
+                    detokenize=by_string,
                 )
             )
-        outputs = self.llm.generate(list(prompts), params, use_tqdm=False)
-        results = []
+        outputs = self.llm.generate(
+            [TokensPrompt(prompt_token_ids=ids) for ids in token_ids], params, use_tqdm=False
+        )
+        samples = [c for out in outputs for c in out.outputs]
+        if not by_string:  # texts decoded here, in one batch
+            texts = self.tokenizer.batch_decode(
+                [_without(c.token_ids, stop_token) if c.stop_reason == stop_token else c.token_ids for c in samples],
+                skip_special_tokens=True,
+            )
+        else:
+            texts = [c.text for c in samples]
+        results, k = [], 0
         for out in outputs:
             completions = []
             for c in out.outputs:
                 if c.finish_reason == "length":
                     reason = "length"
-                elif c.stop_reason == delimiter:
+                elif c.stop_reason is not None and c.stop_reason in (delimiter, stop_token):
                     reason = "step"
                 else:
                     reason = "eos"
                 completions.append(
                     Completion(
-                        text=c.text,
+                        text=texts[k],
                         num_tokens=len(c.token_ids),
                         finished=reason == "eos",
                         finish_reason=reason,
                     )
                 )
+                k += 1
             results.append(completions)
         return results
+
+
+def _without(ids: Sequence[int], stop_token: int | None) -> Sequence[int]:
+    """A sample's ids without the stop token vLLM appends when it stops on one."""
+    return ids[:-1] if stop_token is not None and ids and ids[-1] == stop_token else ids

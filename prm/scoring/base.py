@@ -46,8 +46,12 @@ class PRM(ABC):
     def num_parameters(self) -> int: ...
 
     @abstractmethod
-    def _score_encoded(self, encoded: Sequence[Encoded]) -> list[list[float]]:
-        """One score in [0, 1] per position of each input, all inputs in one batch."""
+    def _score_encoded(self, encoded: Sequence[Encoded], reuse_prefix: bool = False) -> list[list[float]]:
+        """One score in [0, 1] per position of each input, all inputs in one batch.
+
+        With ``reuse_prefix`` the inputs' positions are typically near their ends (the
+        caller holds the scores before them), and a backend with prefix caching may skip
+        recomputing a prefix it has seen, as long as every position is still computed."""
 
     def encode(self, problem: str, steps: Sequence[str]) -> Encoded:
         enc = self.format.encode(self.tokenizer, problem, steps)
@@ -68,18 +72,31 @@ class PRM(ABC):
         return self.score_with_usage(problems, candidates)[0]
 
     def score_with_usage(
-        self, problems: Sequence[str], candidates: Sequence[Sequence[Sequence[str]]]
+        self,
+        problems: Sequence[str],
+        candidates: Sequence[Sequence[Sequence[str]]],
+        known: Sequence[Sequence[int]] | None = None,
     ) -> tuple[list[list[list[float]]], list[int]]:
-        """:meth:`score`, and the number of input tokens scored for each problem."""
+        """:meth:`score`, and the number of input tokens sent for each problem.
+
+        ``known[i][j]``: how many leading steps of candidate j of problem i the caller
+        already has scores for (a search extending scored partial solutions). Its result
+        then holds the scores of the later steps only, and a backend with prefix caching
+        (vLLM) recomputes little more than the new steps. Token counts are of the whole
+        inputs sent, so with a prefix cache they bound the work from above."""
         if len(problems) != len(candidates):
             raise ValueError(f"{len(problems)} problems but {len(candidates)} candidate lists")
         where, batch = [], []
         for i, (problem, cands) in enumerate(zip(problems, candidates)):
             for j, steps in enumerate(cands):
-                if steps:
+                first = known[i][j] if known is not None else 0
+                if not 0 <= first <= len(steps):
+                    raise ValueError(f"known={first} scores for a candidate of {len(steps)} steps")
+                if len(steps) > first:
+                    enc = self.encode(problem, list(steps))
                     where.append((i, j))
-                    batch.append(self.encode(problem, list(steps)))
-        flat = self._score_encoded(batch) if batch else []
+                    batch.append(Encoded(enc.input_ids, enc.positions[first:]))
+        flat = self._score_encoded(batch, reuse_prefix=known is not None) if batch else []
         self.tokens_scored += sum(len(e.input_ids) for e in batch)
         out: list[list[list[float]]] = [[[] for _ in cands] for cands in candidates]
         tokens = [0] * len(candidates)

@@ -50,7 +50,7 @@ class HFPRM(PRM):
         return sum(p.numel() for p in self.model.parameters())
 
     @torch.no_grad()
-    def _score_encoded(self, encoded: Sequence[Encoded]) -> list[list[float]]:
+    def _score_encoded(self, encoded: Sequence[Encoded], reuse_prefix: bool = False) -> list[list[float]]:
         results: list[list[float]] = [[] for _ in encoded]
         # Longest first: similar lengths share a batch, so little padding.
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))

@@ -88,17 +88,35 @@ class VLLMPRM(PRM):
             )
         return self._num_parameters
 
-    def _score_encoded(self, encoded: Sequence[Encoded]) -> list[list[float]]:
+    def _score_encoded(self, encoded: Sequence[Encoded], reuse_prefix: bool = False) -> list[list[float]]:
+        from vllm import PoolingParams
         from vllm.inputs import TokensPrompt
 
+        # vLLM skips its prefix cache for token-wise pooling unless told otherwise, since
+        # tokens read from the cache get no output rows. Here only the rows of each input's
+        # last tokens are needed, so reading it is safe: the rows returned are those of the
+        # input's final tokens, and an input whose cached prefix covered a needed position
+        # is scored again without the cache.
         prompts = [TokensPrompt(prompt_token_ids=e.input_ids) for e in encoded]
-        outputs = self.llm.encode(prompts, pooling_task=POOLING_TASK, use_tqdm=False)
-        results = []
-        for e, out in zip(encoded, outputs):
-            probs = out.outputs.data  # [num_tokens, 2]: (bad, good) probabilities per token
-            if probs.shape[0] != len(e.input_ids):
-                raise RuntimeError(
-                    f"vLLM pooled {probs.shape[0]} rows for {len(e.input_ids)} tokens"
-                )
-            results.append(probs[e.positions, 1].float().tolist())
+        outputs = self.llm.encode(
+            prompts,
+            pooling_params=PoolingParams(skip_reading_prefix_cache=not reuse_prefix),
+            pooling_task=POOLING_TASK,
+            use_tqdm=False,
+        )
+        results: list[list[float]] = []
+        again = []
+        for k, (e, out) in enumerate(zip(encoded, outputs)):
+            probs = out.outputs.data  # [computed tokens, 2]: (bad, good) per token
+            skipped = len(e.input_ids) - probs.shape[0]  # tokens read from the prefix cache
+            if skipped < 0 or (skipped and not reuse_prefix):
+                raise RuntimeError(f"vLLM pooled {probs.shape[0]} rows for {len(e.input_ids)} tokens")
+            if e.positions and e.positions[0] < skipped:
+                again.append(k)
+                results.append([])
+                continue
+            results.append(probs[[p - skipped for p in e.positions], 1].float().tolist())
+        if again:
+            for k, scores in zip(again, self._score_encoded([encoded[k] for k in again])):
+                results[k] = scores
         return results
