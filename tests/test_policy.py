@@ -41,6 +41,25 @@ def test_vllm_one_step_stops_at_delimiter(vllm_policy):
             assert c.text.startswith("A")
 
 
+def test_vllm_stops_on_the_delimiter_token_as_it_would_on_the_string(vllm_policy, monkeypatch):
+    """The toy delimiter "\n\n" is one token that no other token contains, so generation
+    stops on that token without detokenizing, and the texts decoded afterwards are those
+    the stop-string path gives. A delimiter inside another token ("\n" in "\n\n") falls
+    back to the string."""
+    tok = vllm_policy.tokenizer
+    assert vllm_policy._delimiter_token == tok.convert_tokens_to_ids("ĊĊ")
+    prompts = _prompts(vllm_policy, k=6)
+    prompts += [p + s.text + "\n\n" for p, (s,) in zip(prompts, vllm_policy.generate(prompts, temperature=0.0, one_step=True))]
+    by_token = vllm_policy.generate(prompts, temperature=0.0, one_step=True)
+    monkeypatch.setitem(vllm_policy.__dict__, "_delimiter_token", None)
+    by_string = vllm_policy.generate(prompts, temperature=0.0, one_step=True)
+    assert by_token == by_string
+    assert {c.finish_reason for (c,) in by_token} == {"step"} and all(c.text for (c,) in by_token)
+    monkeypatch.delitem(vllm_policy.__dict__, "_delimiter_token")
+    monkeypatch.setattr(vllm_policy.prompt_config, "step_delimiter", "\n")
+    assert vllm_policy._delimiter_token is None
+
+
 def test_vllm_greedy_is_deterministic(vllm_policy):
     prompts = _prompts(vllm_policy)
     a = vllm_policy.generate(prompts, n=1, temperature=0.0)
