@@ -25,11 +25,8 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The toy policy and the toy PRM's base LM (configs/train_prm.yaml, model.base=toy-qwen2)
-# build side by side, one thread each: on 2 cores that is about a fifth faster than in turn.
 demo: install
-	$(BIN)/itc-build-toy --threads 1 & policy=$$!; \
-	$(BIN)/itc-build-toy --threads 1 --architecture qwen2 && wait $$policy
+	$(BIN)/itc-build-toy
 	$(BIN)/itc-train-prm training.disable_tqdm=true
 	$(BIN)/itc-run -m name=$(DEMO_NAME) strategy=$(DEMO_STRATEGIES) n=$(DEMO_NS) prm=toy score_candidates=false
 	$(BIN)/itc-curves multirun/$(DEMO_NAME)

@@ -14,7 +14,8 @@ problem, and (2) on one problem per call. The two arms alternate ``--repeats`` t
 starting from empty prefix caches in both engines (so neither reuses the other's prompts),
 and each arm's median wall time is reported: on a shared 2-core machine single timings
 vary by a fifth. Prints accuracy, tokens and wall time of every run; the last line is a
-JSON object with both median wall times and their ratio.
+JSON object with both median wall times and their ratio, and the time each arm spent
+inside policy and PRM calls.
 """
 
 from __future__ import annotations
@@ -58,16 +59,22 @@ def main() -> None:
     problems = [p.to_problem() for p in generate(args.problems, seed=args.seed)]
     strategy = BeamSearch(n=args.n, beam_width=args.beam_width)
     strategy.run(problems[:2], policy, prm)  # warm-up: engines compiled and caches filled
+    inside = {"policy": 0.0, "prm": 0.0}  # seconds inside the policy's and the PRM's calls
+    policy.generate = _clocked(policy.generate, inside, "policy")
+    prm.score_with_usage = _clocked(prm.score_with_usage, inside, "prm")
 
     def timed(batches):
         for llm in (policy.llm, prm.llm):  # start cold: no prompt cached by an earlier run
             llm.reset_prefix_cache()
+        inside.update(policy=0.0, prm=0.0)
         t0 = time.perf_counter()
         results = [r for batch in batches for r in strategy.run(batch, policy, prm)]
         seconds = time.perf_counter() - t0
         correct = sum(answers_equivalent(r.chosen_answer, p.answer) for r, p in zip(results, problems))
         return {
             "seconds": round(seconds, 2),
+            "policy_seconds": round(inside["policy"], 2),
+            "prm_seconds": round(inside["prm"], 2),
             "accuracy": round(correct / len(problems), 4),
             "completion_tokens": sum(r.completion_tokens for r in results),
             "prm_tokens": sum(r.prm_tokens for r in results),
@@ -87,10 +94,29 @@ def main() -> None:
         "repeats": args.repeats,
         "batched_seconds": batched,
         "sequential_seconds": sequential,
+        # medians of the time inside policy and PRM calls (the rest is the search's own work)
+        **{
+            f"{arm}_{part}_seconds": statistics.median(r[f"{part}_seconds"] for r in runs[arm])
+            for arm in ("batched", "sequential")
+            for part in ("policy", "prm")
+        },
         "speedup": round(sequential / batched, 2),
         "batched_accuracy": statistics.mean(r["accuracy"] for r in runs["batched"]),
         "sequential_accuracy": statistics.mean(r["accuracy"] for r in runs["sequential"]),
     }))
+
+
+def _clocked(fn, totals: dict, key: str):
+    """``fn``, adding the seconds spent in it to ``totals[key]``."""
+
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            totals[key] += time.perf_counter() - t0
+
+    return wrapper
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@
     itc-build-toy --evaluate      # also sample held-out problems with vLLM and report
                                   # pass@1 by level and majority@N over the same samples
     itc-build-toy --architecture qwen2 --evaluate   # the same with a RoPE (Qwen2) backbone
-                                  # (without --evaluate: the PRM's base LM, model.base=toy-qwen2)
 """
 
 from __future__ import annotations
@@ -59,20 +58,9 @@ def main(argv: list[str] | None = None) -> None:
         "--architecture", choices=["gpt2", "qwen2"], default="gpt2",
         help="backbone of the toy policy (default gpt2, the one every config uses)",
     )
-    parser.add_argument(
-        "--threads", type=int, default=None,
-        help="torch threads for the build (default: torch's). Tiny models gain little from a "
-        "second thread, so `make demo` builds the policy and the PRM's Qwen2 LM side by side "
-        "with one thread each",
-    )
     args = parser.parse_args(argv)
 
     from itc.toy.build import ToyPolicySpec, policy_path
-
-    if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
 
     path = policy_path(ToyPolicySpec(architecture=args.architecture))
     info = json.loads((path / "build_info.json").read_text())
