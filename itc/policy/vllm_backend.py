@@ -151,6 +151,7 @@ class VLLMPolicy(Policy):
             texts = self.tokenizer.batch_decode(
                 [_without(c.token_ids, stop_token) if c.stop_reason == stop_token else c.token_ids for c in samples],
                 skip_special_tokens=True,
+                clean_up_tokenization_spaces=False,  # as vLLM's own detokenizer
             )
         else:
             texts = [c.text for c in samples]
