@@ -354,6 +354,9 @@ def test_vllm_scores_only_new_steps_from_its_prefix_cache(vllm_prms, hf_prms, fm
     assert tails[0][0] == pytest.approx(full[5:], abs=1e-3)
     assert computed and all(rows < sent for sent, rows in computed)
     assert tokens == [sum(sent for sent, _ in computed)]  # whole inputs are counted
+    # every score wanted while the cache holds most of the input: scored again without it
+    again = prm.score_with_usage([PROBLEMS[0]], [[steps]], known=[[0]])[0][0][0]
+    assert again == pytest.approx(full, abs=1e-3)
     with pytest.raises(ValueError, match="known=8"):
         prm.score_with_usage([PROBLEMS[0]], [[steps]], known=[[8]])
 
