@@ -92,3 +92,31 @@ def test_toy_policy_engine_caches_prefixes_in_32_token_blocks(vllm_policy):
     cache = vllm_policy.llm.llm_engine.vllm_config.cache_config
     assert cache.enable_prefix_caching
     assert cache.block_size == 32
+
+
+def test_engine_env_is_set_while_the_engine_starts_and_restored_after(monkeypatch):
+    """``vllm.env`` (configs/prm/toy.yaml gives the PRM's engine every CPU core) reaches the
+    engine's processes, which read it as they start, and leaves the caller's environment."""
+    import os
+
+    import vllm
+
+    from itc.policy import vllm_backend
+
+    seen = []
+
+    class FakeLLM:
+        def __init__(self, **kwargs):
+            seen.append((kwargs, os.environ.get("VLLM_CPU_NUM_OF_RESERVED_CPU"), os.environ.get("ITC_TEST_UNSET")))
+
+    monkeypatch.setattr(vllm, "LLM", FakeLLM)
+    monkeypatch.setattr(vllm_backend, "_ENGINES", {})
+    monkeypatch.setenv("VLLM_CPU_NUM_OF_RESERVED_CPU", "1")
+    monkeypatch.delenv("ITC_TEST_UNSET", raising=False)
+    a = vllm_backend.get_engine(env={"VLLM_CPU_NUM_OF_RESERVED_CPU": 0, "ITC_TEST_UNSET": "x"}, model="m")
+    assert seen == [({"model": "m"}, "0", "x")]
+    assert os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] == "1" and "ITC_TEST_UNSET" not in os.environ
+    # the environment is part of the engine's identity: same settings, same engine
+    assert vllm_backend.get_engine(env={"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "ITC_TEST_UNSET": "x"}, model="m") is a
+    assert vllm_backend.get_engine(model="m") is not a
+    assert seen[-1] == ({"model": "m"}, "1", None)

@@ -7,6 +7,7 @@ import functools
 import gc
 import json
 import logging
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -34,14 +35,29 @@ def shutdown_engines() -> None:
 atexit.register(shutdown_engines)
 
 
-def get_engine(**engine_kwargs: Any):
-    """A process-wide ``vllm.LLM`` for these arguments (started on first use)."""
+def get_engine(env: dict[str, Any] | None = None, **engine_kwargs: Any):
+    """A process-wide ``vllm.LLM`` for these arguments (started on first use).
+
+    ``env``: environment variables set while the engine starts, for vLLM settings that are
+    read from the environment by the engine's own processes (for example
+    ``VLLM_CPU_NUM_OF_RESERVED_CPU``, the CPU cores kept free of the model's threads).
+    """
     from vllm import LLM
 
-    key = json.dumps(engine_kwargs, sort_keys=True, default=str)
+    env = {k: str(v) for k, v in (env or {}).items()}
+    key = json.dumps({**engine_kwargs, "env": env}, sort_keys=True, default=str)
     if key not in _ENGINES:
         log.info("Starting vLLM engine for %s", engine_kwargs.get("model"))
-        _ENGINES[key] = LLM(**engine_kwargs)
+        saved = {k: os.environ.get(k) for k in env}
+        os.environ.update(env)
+        try:
+            _ENGINES[key] = LLM(**engine_kwargs)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
     return _ENGINES[key]
 
 
@@ -63,6 +79,7 @@ class VLLMPolicy(Policy):
         tensor_parallel_size: int = 1,
         trust_remote_code: bool = False,
         engine_kwargs: dict[str, Any] | None = None,
+        env: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.prompt_config = prompt
@@ -79,6 +96,7 @@ class VLLMPolicy(Policy):
             enable_prefix_caching=enable_prefix_caching,
             tensor_parallel_size=tensor_parallel_size,
             trust_remote_code=trust_remote_code,
+            env=env,
             **(engine_kwargs or {}),
         )
         self.tokenizer = self.llm.get_tokenizer()

@@ -46,6 +46,7 @@ class VLLMPRM(PRM):
         tensor_parallel_size: int = 1,
         trust_remote_code: bool = False,
         engine_kwargs: dict[str, Any] | None = None,
+        env: dict[str, Any] | None = None,
     ) -> None:
         from vllm.config import PoolerConfig
 
@@ -75,7 +76,7 @@ class VLLMPRM(PRM):
                 },
             )
         kwargs.update(engine_kwargs or {})
-        self.llm = get_engine(**kwargs)
+        self.llm = get_engine(env=env, **kwargs)
         self._model_path = model
         self._trust_remote_code = trust_remote_code
         self._num_parameters: int | None = None
