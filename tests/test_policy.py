@@ -86,12 +86,12 @@ def test_hf_backend_same_interface_and_agrees_with_vllm_at_temperature_zero(vllm
     assert all(len(o) == 3 for o in sampled)
 
 
-def test_toy_policy_engine_caches_prefixes_in_32_token_blocks(vllm_policy):
+def test_toy_policy_engine_settings_reach_vllm(vllm_policy):
     """configs/policy/toy.yaml's engine_kwargs reach vLLM: prefix caching reuses whole blocks,
     and the CPU default (128 tokens) is longer than most toy prompts."""
-    cache = vllm_policy.llm.llm_engine.vllm_config.cache_config
-    assert cache.enable_prefix_caching
-    assert cache.block_size == 32
+    config = vllm_policy.llm.llm_engine.vllm_config
+    assert config.cache_config.enable_prefix_caching
+    assert config.cache_config.block_size == 32
 
 
 def test_engine_env_is_set_while_the_engine_starts_and_restored_after(monkeypatch):
