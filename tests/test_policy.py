@@ -120,3 +120,25 @@ def test_engine_env_is_set_while_the_engine_starts_and_restored_after(monkeypatc
     assert vllm_backend.get_engine(env={"VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "ITC_TEST_UNSET": "x"}, model="m") is a
     assert vllm_backend.get_engine(model="m") is not a
     assert seen[-1] == ({"model": "m"}, "1", None)
+    with pytest.raises(ValueError, match="vllm.env must map"):
+        vllm_backend.get_engine(env=["VLLM_USE_AOT_COMPILE=0"], model="m")
+
+
+def _engine_process_env(llm) -> dict[str, str]:
+    """The environment of a running engine's core process (Linux /proc)."""
+    from pathlib import Path
+
+    (proc,) = llm.llm_engine.engine_core.resources.engine_manager.processes
+    raw = Path(f"/proc/{proc.pid}/environ").read_bytes().split(b"\0")
+    return dict(item.decode().split("=", 1) for item in raw if b"=" in item)
+
+
+def test_the_real_engines_start_with_their_configured_env(vllm_policy, vllm_prm):
+    """configs/policy/toy.yaml and configs/prm/toy.yaml set vllm.env; vLLM's own processes
+    get it (they read these settings there), while this process keeps its environment."""
+    import os
+
+    assert _engine_process_env(vllm_policy.llm).get("VLLM_USE_AOT_COMPILE") == "0"
+    assert _engine_process_env(vllm_prm.llm).get("VLLM_CPU_NUM_OF_RESERVED_CPU") == "0"
+    assert "VLLM_USE_AOT_COMPILE" not in os.environ
+    assert "VLLM_CPU_NUM_OF_RESERVED_CPU" not in os.environ

@@ -44,7 +44,9 @@ def get_engine(env: dict[str, Any] | None = None, **engine_kwargs: Any):
     """
     from vllm import LLM
 
-    env = {k: str(v) for k, v in (env or {}).items()}
+    if env is not None and not hasattr(env, "items"):
+        raise ValueError(f"vllm.env must map variable names to values, got {env!r}")
+    env = {str(k): str(v) for k, v in (env or {}).items()}
     key = json.dumps({**engine_kwargs, "env": env}, sort_keys=True, default=str)
     if key not in _ENGINES:
         log.info("Starting vLLM engine for %s", engine_kwargs.get("model"))
