@@ -61,7 +61,7 @@ from itc.toy.build import (
     ToyPolicySpec,
     chat_prompt,
     collate,
-    encode_sft_example,
+    encode_sft_examples,
     model_config,
     warmup_cosine,
 )
@@ -182,12 +182,13 @@ def training_batches(
     for step in range(spec.train_steps):
         length = spec.train_lengths[step % len(spec.train_lengths)]
         level = task.LevelSpec(length, task.LONG_CHAIN.ops)
-        batch = []
-        while len(batch) < spec.batch_size:
+        problems = []
+        while len(problems) < spec.batch_size:
             p = task.sample_problem(rng, 0, level)
             if not task.is_held_out(p):
-                prompt = chat_prompt(tokenizer, p.text)
-                batch.append(encode_sft_example(tokenizer, prompt, p.solution))
+                problems.append(p)
+        prompts = [chat_prompt(tokenizer, p.text) for p in problems]
+        batch = encode_sft_examples(tokenizer, prompts, [p.solution for p in problems])
         yield collate(batch, tokenizer.pad_token_id)
 
 

@@ -26,13 +26,14 @@ TOY_MODELS = {"toy": "prm", "toy-orm": "orm"}
 # Training settings that do not change the model a recipe makes.
 _NOT_RECIPE = {
     "data": ("cache",),
+    "policy": ("vllm",),  # engine tuning; the policy's model, backend and sampling do count
     "training": ("disable_tqdm", "logging_steps", "save_steps", "save_strategy", "save_total_limit"),
 }
 
 
 def recipe(config: dict[str, Any]) -> dict[str, Any]:
     """The parts of an ``itc-train-prm`` config (resolved) that decide the model it trains."""
-    out = {k: config.get(k) for k in ("objective", "model", "format", "data", "training")}
+    out = {k: config.get(k) for k in ("objective", "model", "format", "data", "training", "policy")}
     for section, keys in _NOT_RECIPE.items():
         out[section] = {k: v for k, v in (out[section] or {}).items() if k not in keys}
     return out
@@ -40,7 +41,18 @@ def recipe(config: dict[str, Any]) -> dict[str, Any]:
 
 def default_recipe(objective: str) -> dict[str, Any]:
     """The recipe of ``configs/train_prm.yaml`` as shipped, for ``objective``."""
-    cfg = OmegaConf.create(files("configs").joinpath("train_prm.yaml").read_text())
+    configs = files("configs")
+    cfg = OmegaConf.create(configs.joinpath("train_prm.yaml").read_text())
+    # Hydra's composition, for this file's defaults (config groups first, then the file itself)
+    groups = [d for d in cfg.pop("defaults", []) if not isinstance(d, str)]
+    cfg = OmegaConf.merge(
+        *(
+            {group: OmegaConf.create(configs.joinpath(group, f"{option}.yaml").read_text())}
+            for d in groups
+            for group, option in d.items()
+        ),
+        cfg,
+    )
     cfg.objective = objective
     for section, keys in _NOT_RECIPE.items():
         for k in keys:

@@ -437,6 +437,17 @@ def test_toy_prm_name_resolves_to_the_cache_and_retrains_when_the_policy_or_reci
     assert toy.resolve_prm_model("/my/prm") == "/my/prm"
 
 
+def test_the_toy_recipe_includes_the_sampling_policy_but_not_its_engine_settings():
+    from prm import toy
+
+    shipped = toy.default_recipe("prm")
+    assert shipped["policy"]["model"] == "toy" and shipped["policy"]["backend"] == "hf"  # composed
+    other = json.loads(json.dumps(shipped))
+    other["policy"]["backend"] = "vllm"  # other samples: another model
+    other["policy"]["vllm"] = {"engine_kwargs": {"block_size": 128}}  # engine tuning: the same
+    assert toy.changed_recipe_keys(toy.recipe(other), shipped) == ["policy.backend"]
+
+
 def test_lm_verifier_scores_each_step_by_its_token_probabilities(hf_policy):
     """The reference verifier through the real toy policy (HF) and tokenizer."""
     from evals.lm_verifier import report, step_probabilities

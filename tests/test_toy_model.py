@@ -45,3 +45,22 @@ def test_both_toy_architectures_build_from_the_spec():
 
     with pytest.raises(ValueError, match="unknown toy architecture"):
         model_config(ToyPolicySpec(architecture="mamba"), tok)
+
+
+def test_training_examples_mask_the_prompt_and_end_in_eos():
+    from itc.toy import task
+    from itc.toy.build import chat_prompt, collate, encode_sft_examples
+
+    tok = build_tokenizer()
+    problems = task.generate(3, seed=0)
+    prompts = [chat_prompt(tok, p.text) for p in problems]
+    examples = encode_sft_examples(tok, prompts, [p.solution for p in problems])
+    for (ids, labels), prompt, p in zip(examples, prompts, problems):
+        n = len(tok(prompt, add_special_tokens=False)["input_ids"])  # as one string at a time
+        assert labels[:n] == [-100] * n and labels[n:] == ids[n:]
+        assert ids[-1] == tok.eos_token_id
+        assert tok.decode(ids[:n]) == prompt and tok.decode(ids[n:-1]) == p.solution
+    batch = collate(examples, tok.pad_token_id)
+    width = max(len(ids) for ids, _ in examples)
+    assert batch["input_ids"].shape == (3, width)
+    assert batch["attention_mask"].sum().item() == sum(len(ids) for ids, _ in examples)

@@ -103,13 +103,16 @@ def chat_prompt(tokenizer: PreTrainedTokenizerBase, problem: str) -> str:
     )
 
 
-def encode_sft_example(
-    tokenizer: PreTrainedTokenizerBase, prompt: str, completion: str
-) -> tuple[list[int], list[int]]:
-    """Token ids and labels (-100 on the prompt) for prompt + completion + EOS."""
-    p = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    c = tokenizer(completion, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    return p + c, [-100] * len(p) + c
+def encode_sft_examples(
+    tokenizer: PreTrainedTokenizerBase, prompts: list[str], completions: list[str]
+) -> list[tuple[list[int], list[int]]]:
+    """Token ids and labels (-100 on the prompt) for each prompt + completion + EOS, encoded
+    in one call per side (the fast tokenizer's batch encoding: a tenth of a build's step time
+    went to encoding examples one at a time)."""
+    eos = [tokenizer.eos_token_id]
+    prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
+    completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
+    return [(p + c + eos, [-100] * len(p) + c + eos) for p, c in zip(prompt_ids, completion_ids)]
 
 
 def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[str, torch.Tensor]:
@@ -155,12 +158,14 @@ def train_policy(spec: ToyPolicySpec, out_dir: Path, progress: bool = True) -> d
     for step in bar:
         # One level per batch keeps padding (and so wasted compute) low.
         level = spec.levels[step % len(spec.levels)]
-        batch = []
-        while len(batch) < spec.batch_size:
+        problems = []
+        while len(problems) < spec.batch_size:
             p = task.sample_problem(rng, level)
-            if task.is_held_out(p):
-                continue
-            batch.append(encode_sft_example(tokenizer, chat_prompt(tokenizer, p.text), p.solution))
+            if not task.is_held_out(p):
+                problems.append(p)
+        batch = encode_sft_examples(
+            tokenizer, [chat_prompt(tokenizer, p.text) for p in problems], [p.solution for p in problems]
+        )
         out = model(**collate(batch, tokenizer.pad_token_id))
         out.loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
