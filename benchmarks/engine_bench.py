@@ -1,16 +1,17 @@
 """Engine settings of the embedded world, side by side: start-up time and work time.
 
     python benchmarks/engine_bench.py prm       # the toy PRM as shipped, compiled, on one core
-    python benchmarks/engine_bench.py policy    # the toy policy's first and second start,
-                                                # with and without vLLM's AOT compilation
+    python benchmarks/engine_bench.py policy    # the toy policy as shipped, eager, with AOT:
+                                                # first and second start, sampling
 
 Each variant runs in a fresh process (an engine's start-up is what is measured) with an
 empty vLLM cache (``VLLM_CACHE_ROOT``), as on a fresh machine, one after the other.
 ``prm``: seconds to start the engine of ``configs/prm/toy.yaml`` and to score
 3,200 reference solutions of held-out problems (the PRM work of best-of-16 on 200 problems),
 median of 2 passes with an emptied prefix cache. ``policy``: seconds to start the toy policy's
-engine twice in a row, so the second start can reuse what the first compiled. The last
-line is a JSON object with every figure.
+engine twice in a row, so the second start can reuse what the first compiled, and to sample
+16 solutions to each of 200 held-out problems (majority@16's work in the demo) after the
+second start. The last line is a JSON object with every figure.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ PRM_VARIANTS = {
 }
 POLICY_VARIANTS = {
     "shipped": [],
+    "eager": ["policy.vllm.enforce_eager=true"],
     "aot_compile": ["policy.vllm.env={VLLM_USE_AOT_COMPILE:1}"],
 }
 
@@ -62,18 +64,25 @@ def child_prm(overrides: list[str]) -> dict:
     return {"start_seconds": round(start, 1), "score_seconds": round(statistics.median(passes), 1)}
 
 
-def child_policy(overrides: list[str]) -> dict:
+def child_policy(overrides: list[str], sample: bool) -> dict:
     from itc.policy import build_policy
+    from itc.toy import generate
 
     cfg = _config(overrides)
     t0 = time.perf_counter()
-    build_policy(cfg.policy)
-    return {"start_seconds": round(time.perf_counter() - t0, 1)}
+    policy = build_policy(cfg.policy)
+    out = {"start_seconds": round(time.perf_counter() - t0, 1)}
+    if sample:
+        prompts = [policy.format_prompt(p.text) for p in generate(200, seed=1)]
+        t0 = time.perf_counter()
+        policy.generate(prompts, n=16)
+        out["sample_seconds"] = round(time.perf_counter() - t0, 1)
+    return out
 
 
-def run_child(engine: str, overrides: list[str], env: dict[str, str]) -> dict:
+def run_child(engine: str, overrides: list[str], env: dict[str, str], *flags: str) -> dict:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", engine, *overrides],
+        [sys.executable, __file__, "--child", *flags, engine, *overrides],
         env=env, capture_output=True, text=True, check=False,
     )
     lines = [line for line in out.stdout.splitlines() if line.startswith("{")]
@@ -87,9 +96,13 @@ def main() -> None:
     ap.add_argument("engine", choices=["prm", "policy"])
     ap.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--sample", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        result = (child_prm if args.engine == "prm" else child_policy)(args.overrides)
+        if args.engine == "prm":
+            result = child_prm(args.overrides)
+        else:
+            result = child_policy(args.overrides, sample=args.sample)
         print(json.dumps(result), flush=True)
         from itc.policy.vllm_backend import shutdown_engines
 
@@ -103,9 +116,13 @@ def main() -> None:
             if args.engine == "prm":
                 report[name] = run_child("prm", overrides, env)
             else:
-                first = run_child("policy", overrides, env)["start_seconds"]
-                second = run_child("policy", overrides, env)["start_seconds"]
-                report[name] = {"first_start_seconds": first, "second_start_seconds": second}
+                first = run_child("policy", overrides, env)
+                second = run_child("policy", overrides, env, "--sample")
+                report[name] = {
+                    "first_start_seconds": first["start_seconds"],
+                    "second_start_seconds": second["start_seconds"],
+                    "sample_seconds": second["sample_seconds"],
+                }
         print(f"{name}: {report[name]}", flush=True)
     print(json.dumps({"engine": args.engine, **report}))
 
