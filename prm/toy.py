@@ -43,7 +43,9 @@ def default_recipe(objective: str) -> dict[str, Any]:
     """The recipe of ``configs/train_prm.yaml`` as shipped, for ``objective``."""
     configs = files("configs")
     cfg = OmegaConf.create(configs.joinpath("train_prm.yaml").read_text())
-    # Hydra's composition, for this file's defaults (config groups first, then the file itself)
+    # Hydra's composition of this file's defaults (config groups first, then the file itself),
+    # by hand: this also runs inside Hydra apps, where hydra.compose would need a second
+    # initialisation, which Hydra refuses.
     groups = [d for d in cfg.pop("defaults", []) if not isinstance(d, str)]
     cfg = OmegaConf.merge(
         *(
