@@ -89,6 +89,11 @@ TINY_TRAIN = [
 ]
 
 
+# The trained_prm fixture's recipe. The shipped config samples with transformers; the fixture
+# covers the vLLM path (and reuses the session's policy engine).
+TRAINED_PRM_OVERRIDES = ["policy.backend=vllm", *VLLM_TEST_OVERRIDES, *TINY_TRAIN]
+
+
 @pytest.fixture(scope="session")
 def trained_prm(tmp_path_factory, vllm_policy):
     """A PRM trained by itc-train-prm's own code path on solutions sampled through vLLM."""
@@ -96,7 +101,7 @@ def trained_prm(tmp_path_factory, vllm_policy):
 
     out = tmp_path_factory.mktemp("trained_prm")
     cfg = compose_app(
-        "train_prm", VLLM_TEST_OVERRIDES + TINY_TRAIN + [f"output_dir={out}", f"data.cache={out}/data"]
+        "train_prm", TRAINED_PRM_OVERRIDES + [f"output_dir={out}", f"data.cache={out}/data"]
     )
     report = run(cfg, release_engines=False)
     return out, report

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from conftest import TINY_TRAIN, VLLM_TEST_OVERRIDES, compose_app, prm_config
+from conftest import TRAINED_PRM_OVERRIDES, VLLM_TEST_OVERRIDES, compose_app, prm_config
 from evals.prm_metrics import best_threshold, first_error, processbench, roc_auc
 from itc.toy import generate
 from itc.toy.tokenizer import build_tokenizer
@@ -296,7 +296,7 @@ def test_a_finished_training_is_kept_and_a_rerun_does_not_retrain(trained_prm):
 
     out, report = trained_prm
     mtime = (out / "checkpoint" / "model.safetensors").stat().st_mtime
-    cfg = compose_app("train_prm", TINY_TRAIN + [f"output_dir={out}", f"data.cache={out}/data"])
+    cfg = compose_app("train_prm", TRAINED_PRM_OVERRIDES + [f"output_dir={out}", f"data.cache={out}/data"])
     assert run(cfg, release_engines=False)["train_loss"] == report["train_loss"]
     assert (out / "checkpoint" / "model.safetensors").stat().st_mtime == mtime
 
@@ -310,7 +310,7 @@ def test_a_finished_training_with_another_recipe_is_retrained(trained_prm, tmp_p
     out, report = trained_prm
     shutil.copytree(out / "checkpoint", tmp_path / "checkpoint")
     shutil.copy(out / "train_report.json", tmp_path / "train_report.json")
-    base = TINY_TRAIN + [f"output_dir={tmp_path}", f"data.cache={out}/data"]
+    base = TRAINED_PRM_OVERRIDES + [f"output_dir={tmp_path}", f"data.cache={out}/data"]
     kept = run(compose_app("train_prm", base + ["training.disable_tqdm=false"]), release_engines=False)
     assert kept["train_loss"] == report["train_loss"]  # a setting outside the recipe: kept
     again = run(compose_app("train_prm", base + ["training.max_steps=3"]), release_engines=False)
@@ -383,7 +383,7 @@ def test_orm_objective_and_ttt_backbone_train_from_the_same_data(trained_prm, tm
     out, first = trained_prm
     cfg = compose_app(
         "train_prm",
-        TINY_TRAIN + extra + [f"output_dir={tmp_path}", f"data.cache={out}/data", "training.max_steps=3"],
+        TRAINED_PRM_OVERRIDES + extra + [f"output_dir={tmp_path}", f"data.cache={out}/data", "training.max_steps=3"],
     )
     report = run(cfg, release_engines=False)  # the sampled data comes from the cache
     assert report["examples"] == first["examples"]
@@ -446,6 +446,23 @@ def test_the_toy_recipe_includes_the_sampling_policy_but_not_its_engine_settings
     other["policy"]["backend"] = "vllm"  # other samples: another model
     other["policy"]["vllm"] = {"engine_kwargs": {"block_size": 128}}  # engine tuning: the same
     assert toy.changed_recipe_keys(toy.recipe(other), shipped) == ["policy.backend"]
+
+
+def test_train_prm_samples_its_toy_data_with_transformers_by_default(toy_policy_path):
+    """The shipped itc-train-prm config samples through the real toy policy on transformers
+    (the vLLM path is the trained_prm fixture's, with policy.backend=vllm)."""
+    from itc.policy import build_policy
+    from itc.policy.hf_backend import HFPolicy
+    from prm.data.toy import sample_gold_records
+
+    cfg = compose_app("train_prm", [])
+    policy = build_policy(cfg.policy, seed=cfg.seed)
+    assert isinstance(policy, HFPolicy)
+    problems = [p.to_problem() for p in generate(4, seed=1)]
+    records = sample_gold_records(policy, problems, 2)
+    assert len(records) == 8
+    assert all(r.steps and len(r.labels) == len(r.steps) for r in records)
+    assert all(label in (0.0, 1.0) for r in records for label in r.labels)
 
 
 def test_lm_verifier_scores_each_step_by_its_token_probabilities(hf_policy):

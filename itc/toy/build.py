@@ -107,8 +107,7 @@ def encode_sft_examples(
     tokenizer: PreTrainedTokenizerBase, prompts: list[str], completions: list[str]
 ) -> list[tuple[list[int], list[int]]]:
     """Token ids and labels (-100 on the prompt) for each prompt + completion + EOS, encoded
-    in one call per side (the fast tokenizer's batch encoding: a tenth of a build's step time
-    went to encoding examples one at a time)."""
+    in one batched call per side (the same ids as one call per string, with less overhead)."""
     eos = [tokenizer.eos_token_id]
     prompt_ids = tokenizer(prompts, add_special_tokens=False)["input_ids"]
     completion_ids = tokenizer(completions, add_special_tokens=False)["input_ids"]
