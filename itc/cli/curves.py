@@ -4,7 +4,8 @@
     itc-curves runs/a runs/b --out reports/ab     # several folders, output elsewhere
     itc-curves multirun/demo --subsample          # also N=1,2,4,8 from a best_of_n run at 16
 
-Writes curves.png (accuracy against N on a log scale, against completion tokens per
+Runs that a sweep folder's jobs should have made but that are missing or have no
+metrics.json (stopped early) are reported. Writes curves.png (accuracy against N on a log scale, against completion tokens per
 problem, and against estimated FLOPs per problem), curves_by_level.png, curves.md and curves.csv, and prints the Markdown table.
 """
 
@@ -30,6 +31,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
 
     from evals.curves import collect_metrics, plot, series, table_rows, with_subsamples, write_tables
+    from evals.sweep_status import sweep_status
+
+    for d in args.dirs:  # a sweep that stopped early still gets its curves, with a report
+        status = sweep_status(d)
+        for line in status.describe() if status else []:
+            print(f"itc-curves: warning: {line}", file=sys.stderr)
 
     try:
         metrics = collect_metrics(args.dirs)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from itc.policy.base import Policy, PromptConfig, SamplingConfig
+from itc.policy.reaper import child_processes, reap_on_exit
 from itc.types import Completion
 
 log = logging.getLogger(__name__)
@@ -52,9 +53,12 @@ def get_engine(env: dict[str, Any] | None = None, **engine_kwargs: Any):
         log.info("Starting vLLM engine for %s", engine_kwargs.get("model"))
         saved = {k: os.environ.get(k) for k in env}
         os.environ.update(env)
+        before = child_processes()
         try:
             _ENGINES[key] = LLM(**engine_kwargs)
         finally:
+            # also after a failed start: its processes may be half up
+            reap_on_exit(child_processes() - before)
             for k, v in saved.items():
                 if v is None:
                     os.environ.pop(k, None)

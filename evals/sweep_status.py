@@ -1,0 +1,75 @@
+"""Which jobs of a Hydra sweep are missing or incomplete.
+
+A sweep folder (``multirun/<name>``) holds Hydra's ``multirun.yaml``, whose
+``hydra.overrides.task`` lists the sweep's overrides (``strategy=a,b n=1,4``). Hydra's basic
+sweeper expands them into one override list per job, and every job that started saved its
+own list in ``<job>/.hydra/overrides.yaml``. A job is *missing* when no folder holds its
+overrides, and *incomplete* when its folder has no ``metrics.json`` (the run stopped before
+the end; rerunning the sweep resumes it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from itc.results import METRICS_FILE
+
+
+@dataclass
+class SweepStatus:
+    folder: Path
+    expected: int
+    complete: list[Path] = field(default_factory=list)
+    incomplete: list[Path] = field(default_factory=list)
+    missing: list[list[str]] = field(default_factory=list)  # the jobs' overrides
+
+    @property
+    def ok(self) -> bool:
+        return not self.incomplete and not self.missing
+
+    def describe(self) -> list[str]:
+        """One line per problem found, naming the job."""
+        lines = [f"{self.folder}: incomplete run (no {METRICS_FILE}): {p}" for p in self.incomplete]
+        lines += [f"{self.folder}: missing run: {' '.join(o)}" for o in self.missing]
+        return lines
+
+
+def expand_sweep(task_overrides: list[str]) -> list[list[str]]:
+    """The per-job override lists of a sweep, as Hydra's basic sweeper makes them."""
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parsed = OverridesParser.create().parse_overrides(list(task_overrides))
+    batches = BasicSweeper.split_arguments(parsed, max_batch_size=None)
+    return [list(job) for batch in batches for job in batch]
+
+
+def _key(overrides: list[str]) -> frozenset[str]:
+    return frozenset(str(o) for o in overrides)
+
+
+def sweep_status(folder: str | Path) -> SweepStatus | None:
+    """The status of the sweep in ``folder``, or None when it holds no ``multirun.yaml``."""
+    folder = Path(folder)
+    spec = folder / "multirun.yaml"
+    if not spec.is_file():
+        return None
+    task = list(OmegaConf.load(spec).hydra.overrides.task)
+    jobs = expand_sweep(task)
+    started: dict[frozenset[str], Path] = {}
+    for overrides in sorted(folder.rglob(".hydra/overrides.yaml")):
+        run_dir = overrides.parent.parent
+        started[_key(list(OmegaConf.load(overrides)))] = run_dir
+    status = SweepStatus(folder=folder, expected=len(jobs))
+    for job in jobs:
+        run_dir = started.get(_key(job))
+        if run_dir is None:
+            status.missing.append(job)
+        elif (run_dir / METRICS_FILE).is_file():
+            status.complete.append(run_dir)
+        else:
+            status.incomplete.append(run_dir)
+    return status
