@@ -81,3 +81,25 @@ def test_reaper_leaves_a_reused_process_id_alone(tmp_path):
     line = reaper._identity(psutil.Process())
     pid, started = line.split()
     assert int(pid) == os.getpid() and abs(float(started) - psutil.Process().create_time()) < 1e-3
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_vllm_engine_processes_end_when_their_parent_is_killed(toy_policy_path):
+    """``kill -9`` of a process running a real vLLM engine (as a scheduler's timeout or the
+    OOM killer does) leaves no engine-core or worker process behind."""
+    script = textwrap.dedent(
+        """
+        import json, time
+        from itc.policy.reaper import child_processes
+        from itc.policy.vllm_backend import get_engine
+        from itc.toy.build import policy_path
+
+        if __name__ == "__main__":
+            get_engine(model=str(policy_path(progress=False)), dtype="float32", max_model_len=256,
+                       gpu_memory_utilization=0.05, enforce_eager=True, block_size=32)
+            print(json.dumps({"children": sorted(child_processes())}), flush=True)
+            time.sleep(600)
+        """
+    )
+    _kill_parent_and_check(script, timeout_ready=600)
