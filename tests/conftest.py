@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Commands that measure write results-log entries (itc.results_log); tests' figures stay out
+# of the checkout's docs/results/.
+os.environ["ITC_RESULTS_LOG"] = tempfile.mkdtemp(prefix="itc-test-results-log-")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
