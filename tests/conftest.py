@@ -79,7 +79,7 @@ def hf_policy(toy_policy_path):
 
 
 # A PRM trained in seconds by itc-train-prm's own code path (the default toy PRM takes
-# half an hour); shared by the PRM and strategy tests.
+# minutes); shared by the PRM and strategy tests.
 TINY_TRAIN = [
     "data.toy.num_problems=24",
     "data.toy.samples_per_problem=2",
