@@ -109,25 +109,31 @@ def main() -> None:
     if not args.no_log:
         from itc.results_log import write_entry
 
-        body = "\n".join(
-            [
-                f"Beam search (N={args.n}, M={args.beam_width}, PRM `{args.prm}`) on {len(problems)} "
-                f"problems, median of {args.repeats} alternating runs from cold prefix caches; seconds:",
-                "",
-                "| arm | wall | in policy calls | in PRM calls | accuracy |",
-                "|---|---|---|---|---|",
-                *(
-                    f"| {arm} | {summary[f'{arm}_seconds']} | {summary[f'{arm}_policy_seconds']} "
-                    f"| {summary[f'{arm}_prm_seconds']} | {summary[f'{arm}_accuracy']} |"
-                    for arm in ("batched", "sequential")
-                ),
-                "",
-                f"Speed-up of one batched call over one call per problem: {summary['speedup']}x.",
-                *([f"Overrides: `{' '.join(args.overrides)}`."] if args.overrides else []),
-            ]
-        )
+        body = entry_body(summary, args.prm, args.overrides)
         print(f"results log: {write_entry('beam_search_bench: batched vs one problem per call', body)}")
     print(json.dumps(summary))
+
+
+def entry_body(summary: dict, prm: str, overrides: list[str]) -> str:
+    """The figures as a results-log body (Markdown): one row per arm."""
+    s = summary
+    return "\n".join(
+        [
+            f"Beam search (N={s['n']}, M={s['beam_width']}, PRM `{prm}`) on {s['problems']} problems, "
+            f"median of {s['repeats']} alternating runs from cold prefix caches; seconds:",
+            "",
+            "| arm | wall | in policy calls | in PRM calls | accuracy |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {arm} | {s[f'{arm}_seconds']} | {s[f'{arm}_policy_seconds']} "
+                f"| {s[f'{arm}_prm_seconds']} | {s[f'{arm}_accuracy']} |"
+                for arm in ("batched", "sequential")
+            ),
+            "",
+            f"Speed-up of one batched call over one call per problem: {s['speedup']}x.",
+            *([f"Overrides: `{' '.join(overrides)}`."] if overrides else []),
+        ]
+    )
 
 
 def _clocked(fn, totals: dict, key: str):

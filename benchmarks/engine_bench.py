@@ -94,6 +94,24 @@ def run_child(engine: str, overrides: list[str], env: dict[str, str], *flags: st
     return json.loads(lines[-1])
 
 
+def entry_body(engine: str, report: dict[str, dict], variants: dict[str, list[str]]) -> str:
+    """The figures as a results-log body (Markdown): one row per variant."""
+    columns = list(next(iter(report.values())))
+    return "\n".join(
+        [
+            f"Toy {engine} engine, seconds, each variant from an empty vLLM cache:",
+            "",
+            "| variant | overrides | " + " | ".join(columns) + " |",
+            "|---|---|" + "---|" * len(columns),
+            *(
+                f"| {name} | {' '.join(f'`{o}`' for o in variants[name]) or '(as shipped)'} | "
+                + " | ".join(str(figures[c]) for c in columns) + " |"
+                for name, figures in report.items()
+            ),
+        ]
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("engine", choices=["prm", "policy"])
@@ -129,20 +147,7 @@ def main() -> None:
                 }
         print(f"{name}: {report[name]}", flush=True)
     if not args.no_log:
-        columns = list(next(iter(report.values())))
-        body = "\n".join(
-            [
-                f"Toy {args.engine} engine, seconds, each variant from an empty vLLM cache:",
-                "",
-                "| variant | overrides | " + " | ".join(columns) + " |",
-                "|---|---|" + "---|" * len(columns),
-                *(
-                    f"| {name} | {' '.join(f'`{o}`' for o in variants[name]) or '(as shipped)'} | "
-                    + " | ".join(str(figures[c]) for c in columns) + " |"
-                    for name, figures in report.items()
-                ),
-            ]
-        )
+        body = entry_body(args.engine, report, variants)
         print(f"results log: {write_entry(f'engine_bench {args.engine}', body)}")
     print(json.dumps({"engine": args.engine, **report}))
 
