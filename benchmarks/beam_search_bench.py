@@ -15,7 +15,8 @@ starting from empty prefix caches in both engines (so neither reuses the other's
 and each arm's median wall time is reported: on a shared 2-core machine single timings
 vary by a fifth. Prints accuracy, tokens and wall time of every run; the last line is a
 JSON object with both median wall times and their ratio, and the time each arm spent
-inside policy and PRM calls.
+inside policy and PRM calls. The figures also go to the results log (``docs/results/``,
+``itc.results_log``) unless ``--no-log``.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def main() -> None:
     ap.add_argument("--prm-model", help="checkpoint path overriding the entry's model")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each arm (median reported)")
+    ap.add_argument("--no-log", action="store_true", help="print only; write no results-log entry")
     ap.add_argument(
         "overrides", nargs="*",
         help="Hydra overrides of the run config, e.g. policy.vllm.engine_kwargs.block_size=128",
@@ -87,7 +89,7 @@ def main() -> None:
         runs["sequential"].append(timed([[p] for p in problems]))
         print(f"run {k + 1}: sequential ({len(problems)} calls of 1 problem): {runs['sequential'][-1]}", flush=True)
     batched, sequential = (statistics.median(r["seconds"] for r in runs[arm]) for arm in ("batched", "sequential"))
-    print(json.dumps({
+    summary = {
         "problems": len(problems),
         "n": args.n,
         "beam_width": args.beam_width,
@@ -103,7 +105,35 @@ def main() -> None:
         "speedup": round(sequential / batched, 2),
         "batched_accuracy": statistics.mean(r["accuracy"] for r in runs["batched"]),
         "sequential_accuracy": statistics.mean(r["accuracy"] for r in runs["sequential"]),
-    }))
+    }
+    if not args.no_log:
+        from itc.results_log import write_entry
+
+        body = entry_body(summary, args.prm, args.overrides)
+        print(f"results log: {write_entry('beam_search_bench: batched vs one problem per call', body)}")
+    print(json.dumps(summary))
+
+
+def entry_body(summary: dict, prm: str, overrides: list[str]) -> str:
+    """The figures as a results-log body (Markdown): one row per arm."""
+    s = summary
+    return "\n".join(
+        [
+            f"Beam search (N={s['n']}, M={s['beam_width']}, PRM `{prm}`) on {s['problems']} problems, "
+            f"median of {s['repeats']} alternating runs from cold prefix caches; seconds:",
+            "",
+            "| arm | wall | in policy calls | in PRM calls | accuracy |",
+            "|---|---|---|---|---|",
+            *(
+                f"| {arm} | {s[f'{arm}_seconds']} | {s[f'{arm}_policy_seconds']} "
+                f"| {s[f'{arm}_prm_seconds']} | {s[f'{arm}_accuracy']} |"
+                for arm in ("batched", "sequential")
+            ),
+            "",
+            f"Speed-up of one batched call over one call per problem: {s['speedup']}x.",
+            *([f"Overrides: `{' '.join(overrides)}`."] if overrides else []),
+        ]
+    )
 
 
 def _clocked(fn, totals: dict, key: str):

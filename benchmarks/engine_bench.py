@@ -1,8 +1,8 @@
 """Engine settings of the embedded world, side by side: start-up time and work time.
 
     python benchmarks/engine_bench.py prm       # the toy PRM as shipped, compiled, on one core
-    python benchmarks/engine_bench.py policy    # the toy policy as shipped, eager, with AOT:
-                                                # first and second start, sampling
+    python benchmarks/engine_bench.py policy    # the toy policy as shipped, eager, with AOT
+                                                # compilation: first and second start, sampling
 
 Each variant runs in a fresh process (an engine's start-up is what is measured) with an
 empty vLLM cache (``VLLM_CACHE_ROOT``), as on a fresh machine, one after the other.
@@ -11,7 +11,8 @@ empty vLLM cache (``VLLM_CACHE_ROOT``), as on a fresh machine, one after the oth
 median of 2 passes with an emptied prefix cache. ``policy``: seconds to start the toy policy's
 engine twice in a row, so the second start can reuse what the first compiled, and to sample
 16 solutions to each of 200 held-out problems (majority@16's work in the demo) after the
-second start. The last line is a JSON object with every figure.
+second start. The last line is a JSON object with every figure; the figures also go to the
+results log (``docs/results/``, ``itc.results_log``) unless ``--no-log``.
 """
 
 from __future__ import annotations
@@ -24,6 +25,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+from itc.results_log import write_entry
 
 PRM_VARIANTS = {
     "shipped": [],
@@ -91,12 +94,31 @@ def run_child(engine: str, overrides: list[str], env: dict[str, str], *flags: st
     return json.loads(lines[-1])
 
 
+def entry_body(engine: str, report: dict[str, dict], variants: dict[str, list[str]]) -> str:
+    """The figures as a results-log body (Markdown): one row per variant."""
+    columns = list(next(iter(report.values())))
+    return "\n".join(
+        [
+            f"Toy {engine} engine, seconds, each variant from an empty vLLM cache:",
+            "",
+            "| variant | overrides | " + " | ".join(columns) + " |",
+            "|---|---|" + "---|" * len(columns),
+            *(
+                f"| {name} | {' '.join(f'`{o}`' for o in variants[name]) or '(as shipped)'} | "
+                + " | ".join(str(figures[c]) for c in columns) + " |"
+                for name, figures in report.items()
+            ),
+        ]
+    )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("engine", choices=["prm", "policy"])
     ap.add_argument("overrides", nargs="*", help=argparse.SUPPRESS)
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--sample", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--no-log", action="store_true", help="print only; write no results-log entry")
     args = ap.parse_args()
     if args.child:
         if args.engine == "prm":
@@ -124,6 +146,9 @@ def main() -> None:
                     "sample_seconds": second["sample_seconds"],
                 }
         print(f"{name}: {report[name]}", flush=True)
+    if not args.no_log:
+        body = entry_body(args.engine, report, variants)
+        print(f"results log: {write_entry(f'engine_bench {args.engine}', body)}")
     print(json.dumps({"engine": args.engine, **report}))
 
 

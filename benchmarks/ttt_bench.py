@@ -25,7 +25,8 @@
    glibc's mmap threshold fixed and heap trimming on, so RSS follows live tensors.
 
 Threads default to 1: on a shared machine, multi-threaded timings of small ops are dominated by
-OpenMP threads waiting for each other. The last line printed is one JSON object of all figures.
+OpenMP threads waiting for each other. The last line printed is one JSON object of all figures;
+they also go to the results log (``docs/results/``, ``itc.results_log``) unless ``--no-log``.
 """
 
 from __future__ import annotations
@@ -260,6 +261,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="512-token prefill, contexts 1k and 4k")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-log", action="store_true", help="print only; write no results-log entry")
     ap.add_argument("--worker", choices=["ttt", "llama"], help=argparse.SUPPRESS)
     ap.add_argument("--context", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -352,7 +354,47 @@ def main() -> None:
         f"dual / primal prefill: {figures['dual_over_primal_speedup']:.1f}x"
     )
     print(f"targets: {figures['targets']}")
+    if not args.no_log:
+        from itc.results_log import write_entry
+
+        print(f"results log: {write_entry('ttt_bench' + (' (quick)' if args.quick else ''), entry_body(figures, contexts))}")
     print(json.dumps(figures))
+
+
+def entry_body(figures: dict, contexts: list[int]) -> str:
+    """The headline figures as a results-log body (Markdown); every figure in a JSON block."""
+    labs = [label(c) for c in contexts]
+    mib = 2**20
+
+    def row(key: str, fmt) -> str:
+        return " | ".join(fmt(figures[key.format(lab=lab)]) for lab in labs)
+
+    lines = [
+        f"{figures['threads']} thread(s), float32, batch 1; hidden {figures['hidden_size']}, "
+        f"{figures['num_layers']} layers, {figures['num_heads']} heads.",
+        "",
+        f"Prefill of one layer, {figures['prefill_tokens']} tokens, dual over primal (whole layer / "
+        f"recurrence only): TTT-Linear {figures['dual_over_primal_speedup']:.1f}x / "
+        f"{figures['dual_over_primal_speedup_recurrence']:.1f}x; TTT-MLP "
+        f"{figures['dual_over_primal_speedup_mlp']:.1f}x / {figures['dual_over_primal_speedup_recurrence_mlp']:.1f}x.",
+        "",
+        "| figure | " + " | ".join(labs) + " |",
+        "|---|" + "---|" * len(labs),
+        "| TTT decode ms/token | " + row("ttt_decode_ms_{lab}", lambda x: f"{x:.2f}") + " |",
+        "| transformer decode ms/token | " + row("llama_decode_ms_{lab}", lambda x: f"{x:.2f}") + " |",
+        "| TTT state MiB | " + row("ttt_state_bytes_{lab}", lambda x: f"{x / mib:.2f}") + " |",
+        "| transformer KV cache MiB | " + row("llama_state_bytes_{lab}", lambda x: f"{x / mib:.2f}") + " |",
+        "| TTT RSS growth while decoding, MiB | " + row("ttt_decode_rss_growth_mb_{lab}", lambda x: f"{x:.1f}") + " |",
+        "| transformer RSS growth while decoding, MiB | "
+        + row("llama_decode_rss_growth_mb_{lab}", lambda x: f"{x:.1f}") + " |",
+        "",
+        f"Targets: {', '.join(f'{k}: {v}' for k, v in figures['targets'].items())}.",
+        "",
+        "```json",
+        json.dumps(figures),
+        "```",
+    ]
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

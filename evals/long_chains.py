@@ -32,7 +32,7 @@ through the transformers policy backend (``HFPolicy``: batched, left padded, ``g
   0.8; majority-vote accuracy and pass@N (some sample right) over the first N samples.
 
 Prints the tables, then one JSON object of all figures as the last line (also written to
-``--out``). Threads default to 1, the setting the default budget (~15 minutes) is sized for.
+``--out``). Threads default to 1, the setting the default budget is sized for.
 """
 
 from __future__ import annotations

@@ -14,7 +14,8 @@ layers, each a plain ``Qwen2ForProcessRewardModel`` that vLLM serves like any ot
   logit of the token falls below its best alternative (a previous-token copy, a comparator
   MLP, a margin MLP), then the largest such shortfall over the solution so far (an attention
   head), which the head turns into the step's score. On the embedded world that margin, the
-  minimum over a step's tokens, finds first errors with F1 0.86 (``python -m evals.lm_verifier``).
+  minimum over a step's tokens, is the best of the LM's own first-error signals
+  (``python -m evals.lm_verifier`` measures them; figures in the results log, docs/results/).
 """
 
 from __future__ import annotations

@@ -346,9 +346,11 @@ def load_tokenizer(name: str | None, base: str | None, trust_remote_code: bool =
 # Base LMs of the embedded world: name -> the build of the toy LM trained on reference
 # solutions (itc.toy.build, cached). A PRM starts from an LM of the policy's family, as
 # Qwen2.5-Math-PRM starts from Qwen2.5-Math. toy-qwen2-4k trains 4,000 steps instead of
-# 1,300 (about 9 minutes on 2 cores): its own token probabilities find first errors with
-# F1 0.98 against 0.805 (python -m evals.lm_verifier --lm toy-qwen2-4k). A PRM trained on
-# it did not gain from that (README), so it is not the default.
+# 1,300, so it takes about three times as long to build; its own token probabilities find
+# first errors better (python -m evals.lm_verifier --lm toy-qwen2-4k against --lm toy-qwen2;
+# a PRM built on it: itc-train-prm name=verif4k model.base=toy-qwen2-4k, then itc-eval-prm
+# prm.model=<its checkpoint>; figures in the results log, docs/results/). The longer build
+# is why it is not the default.
 TOY_BASES = {
     "toy-qwen2": {"architecture": "qwen2"},
     "toy-qwen2-4k": {"architecture": "qwen2", "train_steps": 4000},

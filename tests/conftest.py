@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_module
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Commands that measure write results-log entries (itc.results_log); tests' figures stay out
+# of the checkout's docs/results/.
+os.environ["ITC_RESULTS_LOG"] = tempfile.mkdtemp(prefix="itc-test-results-log-")
 
 FIXTURES = Path(__file__).parent / "fixtures"
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
@@ -75,7 +79,7 @@ def hf_policy(toy_policy_path):
 
 
 # A PRM trained in seconds by itc-train-prm's own code path (the default toy PRM takes
-# half an hour); shared by the PRM and strategy tests.
+# minutes); shared by the PRM and strategy tests.
 TINY_TRAIN = [
     "data.toy.num_problems=24",
     "data.toy.samples_per_problem=2",

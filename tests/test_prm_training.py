@@ -338,8 +338,10 @@ def test_vllm_and_transformers_agree_on_the_trained_checkpoint(trained_prm, vllm
 
 
 @pytest.mark.vllm
-def test_itc_eval_prm_reports_processbench_auc_and_best_of_n(trained_prm, tmp_path):
+def test_itc_eval_prm_reports_processbench_auc_and_best_of_n(trained_prm, tmp_path, monkeypatch):
     from itc.cli.eval_prm import run, summary_lines
+
+    monkeypatch.setenv("ITC_RESULTS_LOG", str(tmp_path / "log"))
 
     out, _ = trained_prm
     pb = tmp_path / "pb.jsonl"
@@ -373,6 +375,9 @@ def test_itc_eval_prm_reports_processbench_auc_and_best_of_n(trained_prm, tmp_pa
     one = toy["best_of_n"]["1"]
     assert one["best_of_n_min"] == one["majority"] == one["pass_at_n"]
     assert summary_lines(report)
+    # The headline figures also went to the results log, one entry.
+    (entry,) = (tmp_path / "log").glob("*.md")
+    assert f"| toy (held out) | {toy['processbench']['f1']:.3f} |" in entry.read_text()
 
 
 @pytest.mark.vllm

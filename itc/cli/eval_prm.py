@@ -63,7 +63,42 @@ def run(cfg: DictConfig) -> dict:
     report["prm_tokens_scored"] = prm.tokens_scored
     report = clean(report)
     write_json_atomic(Path(c["output"]), report)
+    if c.get("log_results", True):
+        from itc.results_log import write_entry
+
+        entry = write_entry(f"itc-eval-prm {report['prm']}", results_entry(report, c["output"]))
+        log.info("results log: %s", entry)
     return report
+
+
+def results_entry(report: dict, output: str) -> str:
+    """The report's headline figures as a results-log body (Markdown)."""
+    lines = [
+        f"PRM `{report['prm']}` (model `{report['model']}`, aggregation `{report['aggregation']}`); "
+        f"full report: `{output}`",
+        "",
+        "| solutions | first-error F1 | flawed / correct | threshold | step ROC-AUC | test solutions |",
+        "|---|---|---|---|---|---|",
+    ]
+    sections = ([("toy (held out)", report["toy"])] if "toy" in report else []) + list(report["files"].items())
+    for name, r in sections:
+        pb = r["processbench"]
+        lines.append(
+            f"| {name} | {_f(pb['f1'])} | {_f(pb['accuracy_flawed'])} / {_f(pb['accuracy_correct'])} "
+            f"| {_f(pb['threshold'])} | {_f(r['step_roc_auc'])} | {r['test_solutions']} |"
+        )
+    rows = report.get("toy", {}).get("best_of_n", {})
+    if rows:
+        keys = list(next(iter(rows.values())))
+        lines += [
+            "",
+            f"Selection over the same samples ({report['toy']['test_problems']} problems):",
+            "",
+            "| N | " + " | ".join(keys) + " |",
+            "|---" * (len(keys) + 1) + "|",
+        ]
+        lines += [f"| {n} | " + " | ".join(_f(row[k]) for k in keys) + " |" for n, row in rows.items()]
+    return "\n".join(lines)
 
 
 def prm_model_path(prm, c: dict) -> str:

@@ -7,7 +7,7 @@ solutions make genuine wrong steps that test-time compute can fix.
 
 The training loop is a plain PyTorch loop rather than transformers' Trainer: it is a few
 lines, runs a fixed number of steps deterministically, and avoids Trainer's start-up cost
-inside the 5-minute build budget.
+inside the build's small time budget.
 """
 
 from __future__ import annotations
@@ -45,9 +45,9 @@ class ToyPolicySpec:
 
     # "gpt2" (learned absolute positions) or "qwen2" (RoPE). With a fixed prompt layout the
     # next operation sits at a fixed absolute position, a lookup GPT-2's position table
-    # learns in minutes; with RoPE it needs an induction head, which 2 layers did not form
-    # within the build budget (`itc-build-toy --architecture qwen2 --evaluate`: pass@1 0.11,
-    # 0.03, 0.03 at levels 3-5 against GPT-2's 0.48, 0.33, 0.11).
+    # learns in minutes; with RoPE it needs an induction head, which 2 layers form far less
+    # well within the build budget, most of all at levels 3-5 (`itc-build-toy --architecture
+    # qwen2 --evaluate` against `itc-build-toy --evaluate`; figures: docs/results/).
     architecture: str = "gpt2"
     hidden_size: int = 128
     num_layers: int = 2
