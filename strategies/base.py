@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
+from itc.errors import InputError
 from itc.grading import extract_boxed, group_by_equivalence
 from itc.policy import Policy
 from itc.types import Candidate, Completion, Problem, StrategyResult
@@ -48,7 +49,7 @@ def majority_choice(candidates: Sequence[Candidate], weights: Sequence[float] | 
     return first[best]
 
 
-class StrategyConfigError(ValueError):
+class StrategyConfigError(InputError):
     """A strategy's settings are invalid, or it lacks what it needs (a PRM)."""
 
 

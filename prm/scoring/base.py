@@ -7,12 +7,13 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
+from itc.errors import InputError
 from itc.types import Candidate
 from prm.scoring.aggregate import AGGREGATIONS, aggregate
 from prm.scoring.formats import Encoded, PRMFormat
 
 
-class PRMInputTooLongError(ValueError):
+class PRMInputTooLongError(InputError):
     """A candidate's PRM input does not fit the model's context."""
 
 
