@@ -81,9 +81,13 @@ def read_json(path: str | Path) -> Any:
     path = Path(path)
     try:
         return json.loads(path.read_bytes().decode("utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        reason = e.msg if isinstance(e, json.JSONDecodeError) else "not valid UTF-8"
-        raise RunFolderError(f"{path}: not valid JSON ({reason}); remove it or rerun the run that wrote it") from None
+    except json.JSONDecodeError as e:
+        raise RunFolderError(
+            f"{path}:{e.lineno}: not valid JSON ({e}); the file is "
+            "cut off or corrupt: remove it, or rerun the run that wrote it"
+        ) from None
+    except UnicodeDecodeError:
+        raise RunFolderError(f"{path}: not valid UTF-8; remove it, or rerun the run that wrote it") from None
 
 
 class ResultsStore:

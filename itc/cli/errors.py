@@ -58,12 +58,13 @@ def expected_message(exc: BaseException) -> str | None:
 
 
 @contextmanager
-def cli_errors(prog: str) -> Iterator[None]:
-    """Turn an expected failure in the block into ``prog: error: ...`` and exit 2."""
+def cli_errors(prog: str, also: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """Turn an expected failure in the block (or one of the types ``also``) into
+    ``prog: error: ...`` and exit 2."""
     try:
         yield
     except Exception as e:  # noqa: BLE001 - sorted below; bugs are re-raised
-        msg = expected_message(e)
+        msg = expected_message(e) or (_one_line(str(e)) if isinstance(e, also) else None)
         if msg is None or debugging():
             raise
         import logging
