@@ -14,7 +14,7 @@ from itc.cache import checkpoint_fingerprint
 from itc.config_schema import validate_run_config
 from itc.data import load_problems
 from itc.errors import InputError
-from itc.grading import answers_equivalent
+from itc.grading import EXACT_STRING_FALLBACK, GradingBudget
 from itc.policy import Policy, build_policy
 from itc.results import (
     CONFIG_FILE,
@@ -118,12 +118,14 @@ def to_record(
     FLOPs are estimated as 2 x parameters x tokens (prompt and completion tokens for the
     policy, scored input tokens for the PRM)."""
     candidates = []
+    budget = GradingBudget()  # grading one problem's candidates is bounded in time
     for cand in result.candidates:
-        cand.correct = answers_equivalent(cand.answer, problem.answer)
+        cand.correct = budget.equivalent(cand.answer, problem.answer)
         candidates.append(cand.to_dict())
-    chosen_correct = result.chosen_answer is not None and answers_equivalent(
+    chosen_correct = result.chosen_answer is not None and budget.equivalent(
         result.chosen_answer, problem.answer
     )
+    exact_only = budget.exhausted or any(c.meta.get(EXACT_STRING_FALLBACK) for c in result.candidates)
     return {
         "problem_id": problem.id,
         "level": problem.level,
@@ -141,6 +143,7 @@ def to_record(
         "wall_seconds": round(wall_seconds, 4),
         "candidates": candidates,
         "meta": result.meta,
+        EXACT_STRING_FALLBACK: exact_only,
     }
 
 
