@@ -86,9 +86,10 @@ def test_over_long_prompt_fails_before_any_work_naming_the_problem(tmp_path, vll
 
 
 def _itc_run(args, cwd):
-    exe = Path(sys.executable).with_name("itc-run")
+    """The real CLI, from this checkout (PYTHONPATH is kept)."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+    cmd = [sys.executable, "-m", "itc.cli.run", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
 
 
 def test_cli_runs_and_reports_errors(tmp_path, toy_policy_path):
@@ -121,7 +122,7 @@ def test_a_resume_with_a_retrained_prm_under_the_same_name_is_refused(tmp_path):
     """Results scored by a PRM are tied to its weights, not only to its config entry."""
     from omegaconf import OmegaConf
 
-    from itc.runner import _check_resume
+    from itc.runner import _check_resume, _identity, _record_run
 
     ckpt = tmp_path / "prm" / "checkpoint"
     ckpt.mkdir(parents=True)
@@ -131,7 +132,8 @@ def test_a_resume_with_a_retrained_prm_under_the_same_name_is_refused(tmp_path):
                             "prm": {"model": str(ckpt)}, "seed": 0})
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    _check_resume(run_dir, cfg)
+    _record_run(run_dir, cfg, _identity(cfg))
+    (run_dir / "results.jsonl").write_text('{"problem_id": "a"}\n')
     _check_resume(run_dir, cfg)  # the same weights: resumes
     (ckpt / "model.safetensors").write_bytes(b"retrained weights")
     with pytest.raises(ConfigMismatchError, match="prm_weights"):
