@@ -261,7 +261,7 @@ def _raise(errors: list[str]) -> None:
 
 def validate_groups(cfg: DictConfig | dict[str, Any], *groups: str) -> None:
     """Check the named groups of ``cfg`` (those present and not null) and its ``seed``."""
-    c = _container(cfg)
+    c = {k: _container(cfg[k]) if isinstance(cfg[k], DictConfig) else cfg[k] for k in (*groups, "seed") if k in cfg}
     errors = []
     for group in groups:
         if c.get(group) is not None:

@@ -138,3 +138,72 @@ def test_a_resume_with_a_retrained_prm_under_the_same_name_is_refused(tmp_path):
     (ckpt / "model.safetensors").write_bytes(b"retrained weights")
     with pytest.raises(ConfigMismatchError, match="prm_weights"):
         _check_resume(run_dir, cfg)
+
+
+def test_a_failed_run_never_blocks_its_fix_and_a_refused_run_keeps_the_record(tmp_path, toy_policy_path):
+    from itc.results import write_json_atomic
+
+    run = tmp_path / "r"
+    common = ["policy.backend=hf", "strategy=greedy", "dataset.num_problems=2", f"hydra.run.dir={run}"]
+    failed = _itc_run([*common, f"policy.model={tmp_path / 'no-model'}"], tmp_path)
+    assert failed.returncode == 2 and "the hf backend failed to load" in failed.stderr
+    assert not (run / "run_config.json").exists() and not (run / ".hydra").exists()
+    # the state such a run used to leave: another configuration recorded, no results
+    write_json_atomic(run / "run_config.json", {"policy": {"name": "other"}, "seed": 7})
+    ok = _itc_run(common, tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads((run / "run_config.json").read_text())["seed"] == 0
+    config, overrides = (run / ".hydra" / "config.yaml").read_text(), (run / ".hydra" / "overrides.yaml").read_text()
+    assert "backend: hf" in config and "strategy=greedy" in overrides
+    # a refused run leaves the record of the results there as it was
+    refused = _itc_run([*common, "seed=1"], tmp_path)
+    assert refused.returncode == 2 and "differs in: seed" in refused.stderr
+    assert (run / ".hydra" / "config.yaml").read_text() == config
+    assert (run / ".hydra" / "overrides.yaml").read_text() == overrides
+    assert oct((run / "metrics.json").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.vllm
+def test_a_long_problem_loses_no_batch(tmp_path, vllm_policy, vllm_prm, trained_prm, caplog):
+    """One problem whose prompt nearly fills the context, between two short ones, in one
+    batch of best-of-N with the PRM: its candidates' PRM inputs do not fit the PRM's
+    context and score 0, it is flagged truncated_by_context with a warning naming it, and
+    all three problems are written."""
+    from itc.toy import generate
+
+    short = [p.to_problem() for p in generate(2, seed=3)]
+    room = vllm_policy.max_model_len - 10
+    filler, text = " 1 + 1 = 2 .", short[0].problem
+    while vllm_policy.count_tokens(vllm_policy.format_prompt(text + filler)) <= room:
+        text += filler
+    records = [
+        {"problem": short[0].problem, "answer": short[0].answer, "unique_id": "short-0"},
+        {"problem": text, "answer": short[0].answer, "unique_id": "long-one"},
+        {"problem": short[1].problem, "answer": short[1].answer, "unique_id": "short-1"},
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out, _ = trained_prm
+    cfg = compose_run(
+        VLLM_TEST_OVERRIDES
+        + ["dataset=math500", f"dataset.path={path}", "strategy=best_of_n", "n=2", "batch_size=3",
+           "prm=toy", f"prm.model={out}/checkpoint"]
+    )
+    before = vllm_prm.inputs_too_long
+    with caplog.at_level("WARNING"):
+        metrics = run_experiment(cfg, tmp_path / "run", policy=vllm_policy, prm=vllm_prm)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert [r["problem_id"] for r in lines] == ["short-0", "long-one", "short-1"] and metrics["num_problems"] == 3
+    flags = {r["problem_id"]: r["truncated_by_context"] for r in lines}
+    assert flags == {"short-0": False, "long-one": True, "short-1": False}
+    assert "problem 'long-one'" in caplog.text
+    long_one = lines[1]
+    assert vllm_prm.inputs_too_long > before
+    assert any(c["step_scores"] and set(c["step_scores"]) == {0.0} for c in long_one["candidates"])
+    assert all(c["step_scores"] for r in (lines[0], lines[2]) for c in r["candidates"])
