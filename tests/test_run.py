@@ -207,3 +207,49 @@ def test_a_long_problem_loses_no_batch(tmp_path, vllm_policy, vllm_prm, trained_
     assert vllm_prm.inputs_too_long > before
     assert any(c["step_scores"] and set(c["step_scores"]) == {0.0} for c in long_one["candidates"])
     assert all(c["step_scores"] for r in (lines[0], lines[2]) for c in r["candidates"])
+
+
+class FailOn:
+    """A strategy (``strategy._target_=test_run.FailOn``) that fails on the problem ids in
+    ``FailOn.bad``, whichever batch they are in."""
+
+    name = "fail_on"
+    needs_prm = False
+    bad: set[str] = set()
+
+    def __init__(self, n: int = 1) -> None:
+        self.n = n
+
+    def run(self, problems, policy, prm=None):
+        from strategies.base import Strategy
+
+        if any(p.id in FailOn.bad for p in problems):
+            raise RuntimeError(f"cannot solve {sorted(FailOn.bad)}")
+        return [Strategy.result(p, [], None) for p in problems]
+
+
+class FakePolicy:
+    """What the run loop asks of a policy, without a model."""
+
+    name, max_model_len, num_parameters = "fake", 1000, 0
+    sampling = type("S", (), {"max_tokens": 10})()
+
+    def format_prompt(self, problem):
+        return problem
+
+    def check_prompt(self, prompt, what=""):
+        return 5
+
+
+def test_a_failing_problem_loses_no_other_problem_of_its_batch(tmp_path, monkeypatch):
+    cfg = compose_run(["dataset=math500", f"dataset.path={FIXTURES / 'math500_sample.jsonl'}", "strategy=greedy",
+                       "strategy._target_=test_run.FailOn", "batch_size=5"])
+    ids = [json.loads(x)["unique_id"] for x in (FIXTURES / "math500_sample.jsonl").read_text().splitlines()]
+    monkeypatch.setattr(FailOn, "bad", {ids[6]})
+    with pytest.raises(RuntimeError, match="cannot solve"):
+        run_experiment(cfg, tmp_path, policy=FakePolicy())
+    written = [json.loads(x)["problem_id"] for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert written == [i for i in ids if i != ids[6]]  # the batch after it ran too
+    monkeypatch.setattr(FailOn, "bad", set())
+    assert run_experiment(cfg, tmp_path, policy=FakePolicy())["num_problems"] == 12
+    assert sorted(json.loads(x)["problem_id"] for x in (tmp_path / "results.jsonl").read_text().splitlines()) == sorted(ids)
