@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 from itc.cache import checkpoint_fingerprint
 from itc.config_schema import validate_run_config
 from itc.data import load_problems
-from itc.errors import InputError
+from itc.errors import BackendError, InputError
 from itc.grading import EXACT_STRING_FALLBACK, GradingBudget
 from itc.policy import Policy, build_policy
 from itc.results import (
@@ -182,6 +182,8 @@ def _run_batch(
     one problem's failure loses no other problem's result."""
     try:
         return list(zip(batch, strategy.run(batch, policy, prm))), []
+    except BackendError:  # an engine that failed fails every problem alike
+        raise
     except Exception as e:  # noqa: BLE001 - retried one by one below
         if len(batch) == 1:
             return [], [(batch[0], e)]
