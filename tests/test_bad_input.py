@@ -165,3 +165,16 @@ def test_a_full_disk(tmp_path, toy_policy_path):
     proc = subprocess.run([*prefix, script, sys.executable], cwd=tmp_path, capture_output=True, text=True, env=env, timeout=600)
     line = error_line(proc, "itc-run")
     assert "No space left on device: " in line and str(run) in line
+
+
+def test_a_dead_engine_is_an_error_naming_the_backend():
+    from itc.errors import BackendError
+    from itc.policy.vllm_backend import engine_failures
+
+    dead = pytest.importorskip("vllm.v1.engine.exceptions").EngineDeadError
+    with pytest.raises(BackendError, match="policy 'toy': the vllm engine failed \\(EngineDeadError"):
+        with engine_failures("policy 'toy'"):
+            raise dead()
+    with pytest.raises(KeyError):  # anything else is not the engine's failure
+        with engine_failures("policy 'toy'"):
+            raise KeyError("bug")
