@@ -45,9 +45,11 @@ def _one_line(text: str) -> str:
 def expected_message(exc: BaseException) -> str | None:
     """The message of an expected failure, or None for a bug."""
     from hydra.errors import HydraException
-    from omegaconf.errors import OmegaConfBaseException
+    from omegaconf.errors import InterpolationResolutionError, ValidationError
 
-    if isinstance(exc, (InputError, BackendError, HydraException, OmegaConfBaseException)):
+    # of OmegaConf's errors, those a command line can cause (a bad ${...}, a wrong type)
+    config = (HydraException, InterpolationResolutionError, ValidationError)
+    if isinstance(exc, (InputError, BackendError, *config)):
         return _one_line(str(exc))
     if isinstance(exc, OSError):
         if exc.filename is None:
