@@ -30,8 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
-    if args.debug:
-        pop_debug_flag(["", "--debug"])
+    pop_debug_flag(["", "--debug"] if args.debug else [""])  # or HYDRA_FULL_ERROR=1
     with cli_errors("itc-curves"):
         _curves(args)
 

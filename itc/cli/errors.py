@@ -69,9 +69,6 @@ def cli_errors(prog: str, also: tuple[type[Exception], ...] = ()) -> Iterator[No
         msg = expected_message(e) or (_one_line(str(e)) if isinstance(e, also) else None)
         if msg is None or debugging():
             raise
-        import logging
-
-        logging.getLogger(prog).debug("expected failure", exc_info=True)
         print(f"{prog}: error: {msg}", file=sys.stderr)
         sys.exit(2)
 
