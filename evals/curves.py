@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import csv
-import json
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from itc.results import METRICS_FILE
+from itc.results import METRICS_FILE, read_json
 
 
 def collect_metrics(dirs: list[str | Path]) -> list[dict[str, Any]]:
@@ -20,7 +19,7 @@ def collect_metrics(dirs: list[str | Path]) -> list[dict[str, Any]]:
             raise FileNotFoundError(f"{d} does not exist")
         paths = [d] if d.is_file() else sorted(d.rglob(METRICS_FILE))
         for path in paths:
-            metrics = json.loads(path.read_text())
+            metrics = read_json(path)
             metrics["run_dir"] = str(path.parent)
             found[path.resolve()] = metrics
     if not found:

@@ -13,12 +13,11 @@ are the first k candidates' own, and PRM tokens and FLOPs are scaled to them.
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from itc.results import CONFIG_FILE, ResultsStore, summarize
+from itc.results import CONFIG_FILE, ResultsStore, read_json, summarize
 from itc.types import Candidate
 from strategies.selection import select
 
@@ -58,7 +57,7 @@ def subsampled_metrics(metrics: dict[str, Any]) -> list[dict[str, Any]]:
     run_dir = Path(metrics["run_dir"])
     records = ResultsStore(run_dir).records
     config_path = run_dir / CONFIG_FILE
-    config = (json.loads(config_path.read_text()).get("strategy") or {}) if config_path.exists() else {}
+    config = (read_json(config_path).get("strategy") or {}) if config_path.exists() else {}
     selection = config.get("selection", SUBSAMPLABLE[strategy][0])
     aggregation = config.get("aggregation", SUBSAMPLABLE[strategy][1])
     header = {key: metrics.get(key) for key in ("strategy", "policy", "dataset", "seed")}

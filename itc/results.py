@@ -4,30 +4,102 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
+import secrets
+import stat
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
+
+from itc.errors import InputError
 
 RESULTS_FILE = "results.jsonl"
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "run_config.json"
+TMP_SUFFIX = ".tmp"
+
+
+class RunFolderError(InputError):
+    """A run folder's file that cannot be read; the message names the file (and line)."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_writer(path: str | Path) -> Iterator[TextIO]:
+    """A text file that replaces ``path`` only when the block ends without an error.
+
+    The temporary file sits beside ``path`` and is removed if anything fails; the result
+    has the permissions a plain ``open`` gives (the umask's), or those of the file it
+    replaces."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except FileNotFoundError:
+        mode = 0o666 & ~_umask()
+    while True:
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            break
+        except FileExistsError:
+            continue
+    try:
+        with _naming(path):
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def _naming(path: Path) -> Iterator[None]:
+    """An OSError without a file name (a write on a full disk) gets ``path``'s."""
+    try:
+        yield
+    except OSError as e:
+        if e.filename is None:
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
+
+
+def remove_stale_temporaries(folder: str | Path, name: str) -> None:
+    """Remove temporary files :func:`atomic_writer` left for ``folder/name`` when its
+    process was killed (a failed write removes its own)."""
+    for tmp in Path(folder).glob(f".{name}.*{TMP_SUFFIX}"):
+        tmp.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary file in the same folder, then rename over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    with atomic_writer(path) as f:
+        json.dump(data, f, indent=2, sort_keys=False)
+        f.write("\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """A run folder's JSON file; a truncated or corrupt one is an error naming it."""
+    path = Path(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2, sort_keys=False)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        return json.loads(path.read_bytes().decode("utf-8"))
+    except json.JSONDecodeError as e:
+        raise RunFolderError(
+            f"{path}:{e.lineno}: not valid JSON ({e}); the file is "
+            "cut off or corrupt: remove it, or rerun the run that wrote it"
+        ) from None
+    except UnicodeDecodeError:
+        raise RunFolderError(f"{path}: not valid UTF-8; remove it, or rerun the run that wrote it") from None
 
 
 class ResultsStore:
@@ -41,29 +113,32 @@ class ResultsStore:
         self.path = Path(run_dir) / RESULTS_FILE
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.records: list[dict[str, Any]] = []
+        for name in (RESULTS_FILE, METRICS_FILE, CONFIG_FILE):
+            remove_stale_temporaries(self.path.parent, name)
         if self.path.exists():
             self._load()
 
     def _load(self) -> None:
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        good: list[str] = []
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        while lines and not lines[-1].strip():
+            lines.pop()
+        good: list[bytes] = []
         for i, line in enumerate(lines):
             if not line.strip():
                 continue
             try:
-                self.records.append(json.loads(line))
+                self.records.append(json.loads(line.decode("utf-8")))
                 good.append(line)
-            except json.JSONDecodeError:
+            except (json.JSONDecodeError, UnicodeDecodeError):
                 if i != len(lines) - 1:
-                    raise ValueError(
+                    raise RunFolderError(
                         f"{self.path}:{i + 1}: corrupt line in the middle of the results; "
                         "fix or remove that line before resuming"
                     ) from None
-        if len(good) != len([x for x in lines if x.strip()]):
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                f.write("".join(line + "\n" for line in good))
-            os.replace(tmp, self.path)
+        if len(good) != len([x for x in lines if x.strip()]) or (data and not data.endswith(b"\n")):
+            with atomic_writer(self.path) as f:
+                f.write("".join(line.decode("utf-8") + "\n" for line in good))
 
     @property
     def done_ids(self) -> set[str]:
@@ -71,7 +146,7 @@ class ResultsStore:
 
     def append(self, record: dict[str, Any]) -> None:
         line = json.dumps(record, ensure_ascii=False) + "\n"
-        with self.path.open("a", encoding="utf-8") as f:
+        with _naming(self.path), self.path.open("a", encoding="utf-8") as f:
             f.write(line)
             f.flush()
             os.fsync(f.fileno())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -12,10 +11,21 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
 
 from itc.cache import checkpoint_fingerprint
+from itc.config_schema import validate_run_config
 from itc.data import load_problems
-from itc.grading import answers_equivalent
+from itc.errors import BackendError, InputError
+from itc.grading import EXACT_STRING_FALLBACK, GradingBudget
 from itc.policy import Policy, build_policy
-from itc.results import CONFIG_FILE, METRICS_FILE, ResultsStore, summarize, write_json_atomic
+from itc.results import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RESULTS_FILE,
+    ResultsStore,
+    atomic_writer,
+    read_json,
+    summarize,
+    write_json_atomic,
+)
 from itc.types import Problem, StrategyResult
 from strategies import build_strategy
 from strategies.base import require_prm
@@ -27,9 +37,10 @@ IDENTITY_KEYS = ("policy", "dataset", "strategy", "prm", "seed")
 # How a model is served (engine sizes, KV block size, batch sizes) does not change what a
 # run means, so a resume may change it.
 SERVING_KEYS = ("vllm", "hf")
+HYDRA_RECORD = ".hydra"  # where the run's full config and overrides are recorded
 
 
-class ConfigMismatchError(ValueError):
+class ConfigMismatchError(InputError):
     """The run folder holds results of a different configuration."""
 
 
@@ -62,20 +73,37 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _check_resume(run_dir: Path, cfg: DictConfig) -> None:
-    """Record the run's identity, or check that a resumed run has the same one."""
+def _check_resume(run_dir: Path, cfg: DictConfig, ident: dict[str, Any] | None = None) -> None:
+    """Check that a folder holding results holds them for this configuration. A folder with
+    no results takes any configuration: the identity is recorded with the first result
+    (:func:`_record_run`), so a run that failed before writing one never blocks its fix."""
     path = run_dir / CONFIG_FILE
-    ident = _identity(cfg)
-    if not path.exists():
-        write_json_atomic(path, ident)
+    results = run_dir / RESULTS_FILE
+    if not path.exists() or not results.exists() or not results.read_bytes().strip():
         return
-    old, new = _flatten(_without_serving(json.loads(path.read_text()))), _flatten(ident)
+    old = _flatten(_without_serving(read_json(path)))
+    new = _flatten(ident if ident is not None else _identity(cfg))
     diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if diff:
         raise ConfigMismatchError(
             f"{run_dir} holds results of a different configuration (differs in: "
             f"{', '.join(diff)}); choose another hydra.run.dir or delete that folder"
         )
+
+
+def _record_run(run_dir: Path, cfg: DictConfig, ident: dict[str, Any]) -> None:
+    """The run's own record, written just before its first result: its identity
+    (``run_config.json``, read by resumes and by itc-curves) and, under ``.hydra/``, the
+    whole config and the command-line overrides. Hydra itself writes nothing into the
+    folder (``hydra.output_subdir: null``), so a refused run cannot overwrite them."""
+    write_json_atomic(run_dir / CONFIG_FILE, ident)
+    with atomic_writer(run_dir / HYDRA_RECORD / "config.yaml") as f:
+        f.write(OmegaConf.to_yaml(cfg))
+    from hydra.core.hydra_config import HydraConfig
+
+    if HydraConfig.initialized():
+        with atomic_writer(run_dir / HYDRA_RECORD / "overrides.yaml") as f:
+            f.write(OmegaConf.to_yaml(HydraConfig.get().overrides.task))
 
 
 def to_record(
@@ -90,12 +118,14 @@ def to_record(
     FLOPs are estimated as 2 x parameters x tokens (prompt and completion tokens for the
     policy, scored input tokens for the PRM)."""
     candidates = []
+    budget = GradingBudget()  # grading one problem's candidates is bounded in time
     for cand in result.candidates:
-        cand.correct = answers_equivalent(cand.answer, problem.answer)
+        cand.correct = budget.equivalent(cand.answer, problem.answer)
         candidates.append(cand.to_dict())
-    chosen_correct = result.chosen_answer is not None and answers_equivalent(
+    chosen_correct = result.chosen_answer is not None and budget.equivalent(
         result.chosen_answer, problem.answer
     )
+    exact_only = budget.exhausted or any(c.meta.get(EXACT_STRING_FALLBACK) for c in result.candidates)
     return {
         "problem_id": problem.id,
         "level": problem.level,
@@ -113,6 +143,7 @@ def to_record(
         "wall_seconds": round(wall_seconds, 4),
         "candidates": candidates,
         "meta": result.meta,
+        EXACT_STRING_FALLBACK: exact_only,
     }
 
 
@@ -126,6 +157,46 @@ def _score_unscored(prm: Any, problems: list[Problem], results: list[StrategyRes
         prm.score_candidates([p.problem for p, _ in todo], [cands for _, cands in todo])
 
 
+def _check_prompts(policy: Policy, problems: list[Problem]) -> set[str]:
+    """Raise PromptTooLongError for a prompt that cannot fit the policy's context at all;
+    return the ids of problems whose prompt leaves less room than ``max_tokens`` (their
+    solutions may be cut short by the context), with a warning naming each."""
+    truncated = set()
+    max_tokens = policy.sampling.max_tokens
+    for p in problems:
+        used = policy.check_prompt(policy.format_prompt(p.problem), what=f"problem {p.id!r}")
+        if used + max_tokens > policy.max_model_len:
+            truncated.add(p.id)
+            log.warning(
+                "problem %r: its prompt is %d tokens, leaving %d of policy.sampling.max_tokens=%d "
+                "in the context of %d (policy.max_model_len); its solutions may be cut short",
+                p.id, used, policy.max_model_len - used, max_tokens, policy.max_model_len,
+            )
+    return truncated
+
+
+def _run_batch(
+    strategy: Any, batch: list[Problem], policy: Policy, prm: Any
+) -> tuple[list[tuple[Problem, StrategyResult]], list[tuple[Problem, Exception]]]:
+    """The strategy on a batch; if the batch fails, on each of its problems alone, so that
+    one problem's failure loses no other problem's result."""
+    try:
+        return list(zip(batch, strategy.run(batch, policy, prm))), []
+    except BackendError:  # an engine that failed fails every problem alike
+        raise
+    except Exception as e:  # noqa: BLE001 - retried one by one below
+        if len(batch) == 1:
+            return [], [(batch[0], e)]
+        log.warning("a batch of %d problems failed (%s: %s); running them one by one", len(batch), type(e).__name__, e)
+    done, failed = [], []
+    for problem in batch:
+        try:
+            done.append((problem, strategy.run([problem], policy, prm)[0]))
+        except Exception as e:  # noqa: BLE001 - reported, and re-raised after the rest
+            failed.append((problem, e))
+    return done, failed
+
+
 def run_experiment(
     cfg: DictConfig, run_dir: str | Path, policy: Policy | None = None, prm: Any = None
 ) -> dict[str, Any]:
@@ -135,15 +206,15 @@ def run_experiment(
     the aggregated ``score``) unless the strategy already did so, or ``score_candidates`` is
     false.
     """
+    validate_run_config(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     problems = load_problems(cfg.dataset)
-    if not problems:
-        raise ValueError(f"dataset {cfg.dataset.name!r} selected no problems")
     strategy = build_strategy(cfg.strategy)
     if strategy.needs_prm and prm is None and cfg.get("prm") is None:
         require_prm(None, strategy.name)  # before any engine starts
-    _check_resume(run_dir, cfg)
+    ident = _identity(cfg)
+    _check_resume(run_dir, cfg, ident)
     store = ResultsStore(run_dir)
     todo = [p for p in problems if p.id not in store.done_ids]
     if store.records:
@@ -154,22 +225,39 @@ def run_experiment(
             from prm.scoring import build_prm
 
             prm = build_prm(cfg.prm, seed=cfg.seed)
-        for p in todo:  # fail before any work if a prompt cannot fit
-            policy.check_prompt(policy.format_prompt(p.problem), what=f"problem {p.id!r}")
+        truncated = _check_prompts(policy, todo)  # fails before any work if one cannot fit
         batch_size = int(cfg.get("batch_size", 64))
+        failed: list[tuple[Problem, Exception]] = []
+        recorded = bool(store.records) and (run_dir / CONFIG_FILE).exists()
         with tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{strategy.name} n={strategy.n}", unit="problem") as bar:
             for start in range(0, len(todo), batch_size):
                 batch = todo[start : start + batch_size]
                 t0 = time.perf_counter()
-                results = strategy.run(batch, policy, prm)
+                done, errors = _run_batch(strategy, batch, policy, prm)
+                failed += errors
                 per_problem = (time.perf_counter() - t0) / len(batch)
-                if prm is not None and cfg.get("score_candidates", True):
+                batch = [p for p, _ in done]
+                results = [r for _, r in done]
+                if prm is not None and cfg.get("score_candidates", True) and batch:
                     # for the record only: not counted as the strategy's compute
                     _score_unscored(prm, batch, results)
                 sizes = (policy.num_parameters, prm.num_parameters if prm is not None else 0)
                 for problem, result in zip(batch, results):
-                    store.append(to_record(problem, result, per_problem, *sizes))
-                bar.update(len(batch))
+                    record = to_record(problem, result, per_problem, *sizes)
+                    record["truncated_by_context"] = problem.id in truncated
+                    if not recorded:
+                        _record_run(run_dir, cfg, ident)
+                        recorded = True
+                    store.append(record)
+                bar.update(len(batch) + len(errors))
+        if failed:
+            for problem, e in failed:
+                log.error("problem %r failed (%s: %s)", problem.id, type(e).__name__, e)
+            log.error(
+                "%d problem(s) failed; the others are written, and a rerun of the same command "
+                "retries only the failed ones", len(failed),
+            )
+            raise failed[0][1]
     wanted = {p.id for p in problems}
     records = [r for r in store.records if r["problem_id"] in wanted]
     metrics = summarize(

@@ -6,7 +6,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any
 
-from itc.grading import extract_boxed, group_by_equivalence
+from itc.errors import InputError
+from itc.grading import EXACT_STRING_FALLBACK, GradingBudget, extract_boxed, group_by_equivalence
 from itc.policy import Policy
 from itc.types import Candidate, Completion, Problem, StrategyResult
 from strategies.accounting import Usage
@@ -34,7 +35,11 @@ def majority_choice(candidates: Sequence[Candidate], weights: Sequence[float] | 
     Unit weights give a plain majority vote; ties go to the class seen first.
     Candidates with no answer never win.
     """
-    classes = group_by_equivalence([c.answer for c in candidates])
+    budget = GradingBudget()
+    classes = group_by_equivalence([c.answer for c in candidates], budget=budget)
+    if budget.exhausted:  # the grading budget ran out: some answers grouped by string only
+        for c in candidates:
+            c.meta[EXACT_STRING_FALLBACK] = True
     totals: dict[int, float] = {}
     first: dict[int, int] = {}
     for i, cls in enumerate(classes):
@@ -48,7 +53,7 @@ def majority_choice(candidates: Sequence[Candidate], weights: Sequence[float] | 
     return first[best]
 
 
-class StrategyConfigError(ValueError):
+class StrategyConfigError(InputError):
     """A strategy's settings are invalid, or it lacks what it needs (a PRM)."""
 
 

@@ -66,3 +66,39 @@ def test_hub_failure_offline_says_what_to_do(monkeypatch):
     cfg = compose_run(["dataset=math500", "dataset.hub_name=itc-test/does-not-exist"])
     with pytest.raises(DatasetError, match="dataset.path="):
         load_problems(cfg.dataset)
+
+
+def test_a_numeric_answer_is_read_as_its_string(tmp_path):
+    path = tmp_path / "n.jsonl"
+    path.write_text(json.dumps({"problem": "6+6?", "answer": 12}) + "\n" + json.dumps({"problem": "1/2?", "answer": 0.5}) + "\n")
+    assert [p.answer for p in load_math_local(path)] == ["12", "0.5"]
+    path.write_text(json.dumps({"problem": "?", "answer": True}) + "\n")
+    with pytest.raises(DatasetError, match=r"n\.jsonl:1: 'answer' is True, not a string or number"):
+        load_math_local(path)
+
+
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("bad.json", b'[{"problem": "x", "answer": "1"},\n {"problem": ', r"bad\.json:2: not valid JSON"),
+        ("list.json", b'["a string"]', r"list\.json\[0\]: expected a JSON object, got str"),
+        ("obj.json", b'{"problem": "x"}', r"obj\.json: expected a JSON list of records, got dict"),
+        ("utf.jsonl", b'{"problem": "x", "answer": "1"}\n{"problem": "\xff"}\n', r"utf\.jsonl:2: not valid UTF-8"),
+        ("utf.json", b'[\n{"problem": "\xfe"}]', r"utf\.json:2: not valid UTF-8"),
+    ],
+)
+def test_unreadable_dataset_files_name_file_and_line(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(DatasetError, match=message):
+        load_math_local(path)
+
+
+def test_a_dataset_that_selects_nothing_names_its_file(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    with pytest.raises(DatasetError, match=r"dataset 'math500' \(.*empty\.jsonl\) selected no problems"):
+        load_problems(compose_run(["dataset=math500", f"dataset.path={empty}"]).dataset)
+    cfg = compose_run(["dataset=math500", f"dataset.path={FIXTURES / 'math500_sample.jsonl'}", "dataset.subjects=[Nothing]"])
+    with pytest.raises(DatasetError, match="selected no problems after the levels/subjects filters"):
+        load_problems(cfg.dataset)

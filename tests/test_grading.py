@@ -105,3 +105,61 @@ def test_deadline_in_worker_thread_kills_a_hanging_check():
     t.start()
     t.join(60)
     assert again == [True]
+
+
+def test_equal_canonical_strings_are_grouped_without_math_verify(monkeypatch):
+    from itc.grading import verify
+
+    def no_sympy(*args, **kwargs):
+        raise AssertionError("math-verify called for answers with equal canonical strings")
+
+    monkeypatch.setattr(verify, "_verify_latex", no_sympy)
+    assert group_by_equivalence(["2x", "2 x", "2x.", None]) == [0, 0, 0, None]
+
+
+def test_an_answer_that_timed_out_once_is_not_parsed_again(monkeypatch):
+    """Real math-verify on a power tower, with a 1 s deadline: it runs out of time once,
+    and from then on the tower stands alone without another parse."""
+    from itc.grading import verify
+
+    tower = "7^{7^{7^{7}}}"
+    assert group_by_equivalence(["3", tower], timeout=1) == [0, 1]
+    assert verify.timed_out(tower)
+    calls = []
+    real = verify._verify_latex
+    monkeypatch.setattr(verify, "_verify_latex", lambda gold, pred, *a: calls.append((gold, pred)) or real(gold, pred, *a))
+    assert group_by_equivalence(["5", tower, "\\frac{10}{2}", tower], timeout=1) == [0, 1, 0, 1]
+    assert all(tower not in pair for pair in calls) and calls == [("5", "\\frac{10}{2}")]
+
+
+def test_a_spent_grading_budget_groups_by_exact_string_and_says_so():
+    from itc.grading import GradingBudget
+
+    budget = GradingBudget(seconds=0)
+    assert group_by_equivalence(["0.5", "\\frac12", "0.5", "1/2"], budget=budget) == [0, 1, 0, 2]
+    assert budget.exhausted
+    roomy = GradingBudget()
+    assert group_by_equivalence(["0.5", "\\frac12"], budget=roomy) == [0, 0] and not roomy.exhausted
+
+
+def test_the_record_says_when_grading_fell_back_to_exact_strings(monkeypatch):
+    from itc.grading import verify
+    from itc.runner import to_record
+    from itc.types import Candidate, Problem, StrategyResult
+    from strategies.base import majority_choice
+
+    def result():
+        cands = [Candidate(text="", steps=[], answer=a, completion_tokens=1) for a in ("\\dfrac12", "0.5", "1")]
+        return StrategyResult("p", cands, majority_choice(cands), "\\dfrac12")
+
+    problem = Problem(id="p", problem="?", answer="\\frac12")
+    record = to_record(problem, result(), 0.0)
+    assert record["graded_by_exact_string"] is False and record["correct"]
+    assert [c["correct"] for c in record["candidates"]] == [True, True, False]
+    monkeypatch.setattr(verify, "DEFAULT_BUDGET_S", 0.0)
+    verify.answers_equivalent.cache_clear()
+    spent = result()
+    assert all(c.meta.get("graded_by_exact_string") for c in spent.candidates)
+    record = to_record(problem, spent, 0.0)
+    assert record["graded_by_exact_string"] is True
+    assert [c["correct"] for c in record["candidates"]] == [True, False, False]  # "\dfrac12" is "\frac12" as a string

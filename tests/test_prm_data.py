@@ -186,6 +186,16 @@ def test_prm800k_skip_bad_counts_and_logs(caplog):
     assert any("prm800k_bad.jsonl" in m and "skipped 5" in m for m in caplog.messages)
 
 
+def test_prm800k_invalid_utf8_names_file_and_line(tmp_path):
+    path = tmp_path / "p.jsonl"
+    good = PRM_SMALL.read_bytes().splitlines()[0]
+    path.write_bytes(good + b"\n" + good.replace(b'"question"', b'"q\xffuestion"', 1) + b"\n" + good + b"\n")
+    with pytest.raises(PRMDataError, match=r"p\.jsonl:2: not valid UTF-8"):
+        load_prm800k(path)
+    res = load_prm800k(path, skip_bad=True)
+    assert res.skipped == 1 and res.skipped_where[0].startswith(f"{path}:2: not valid UTF-8")
+
+
 def test_prm800k_folder(tmp_path):
     shutil.copy(PRM_SMALL, tmp_path / "a.jsonl")
     shutil.copy(PRM_SMALL, tmp_path / "b.jsonl")

@@ -294,9 +294,22 @@ def test_score_candidates_fills_candidates(hf_prms):
     assert cands[2].step_scores == [] and cands[2].score == 0.0
 
 
-def test_too_long_input_is_reported(hf_prms):
+def test_too_long_input_scores_zero_and_the_rest_is_scored(hf_prms, caplog):
+    """A candidate longer than the PRM's context ends there, scored 0; the other candidates
+    and problems of the same call are scored as alone."""
+    prm = hf_prms["math_shepherd"]
     with pytest.raises(PRMInputTooLongError, match="max_model_len"):
-        hf_prms["math_shepherd"].score(["q"], [[["x" * 1100]]])
+        prm.encode("q", ["x" * 1100])
+    fine = CANDIDATES[0][0]
+    before = prm.inputs_too_long
+    scores, tokens = prm.score_with_usage(
+        ["q", PROBLEMS[0]], [[["x" * 1100, "y"], fine], [fine]]
+    )
+    assert scores[0][0] == [0.0, 0.0] and prm.inputs_too_long == before + 1
+    alone = prm.score([PROBLEMS[0]], [[fine]])[0][0]
+    assert scores[1][0] == pytest.approx(alone, abs=1e-5)
+    assert len(scores[0][1]) == len(fine) and tokens[0] > 0
+    assert "exceeds max_model_len" in caplog.text
 
 
 def test_build_prm_rejects_unknown_backend_and_format(tiny_models):

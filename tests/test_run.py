@@ -86,9 +86,10 @@ def test_over_long_prompt_fails_before_any_work_naming_the_problem(tmp_path, vll
 
 
 def _itc_run(args, cwd):
-    exe = Path(sys.executable).with_name("itc-run")
+    """The real CLI, from this checkout (PYTHONPATH is kept)."""
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
-    return subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
+    cmd = [sys.executable, "-m", "itc.cli.run", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=600)
 
 
 def test_cli_runs_and_reports_errors(tmp_path, toy_policy_path):
@@ -121,7 +122,7 @@ def test_a_resume_with_a_retrained_prm_under_the_same_name_is_refused(tmp_path):
     """Results scored by a PRM are tied to its weights, not only to its config entry."""
     from omegaconf import OmegaConf
 
-    from itc.runner import _check_resume
+    from itc.runner import _check_resume, _identity, _record_run
 
     ckpt = tmp_path / "prm" / "checkpoint"
     ckpt.mkdir(parents=True)
@@ -131,8 +132,124 @@ def test_a_resume_with_a_retrained_prm_under_the_same_name_is_refused(tmp_path):
                             "prm": {"model": str(ckpt)}, "seed": 0})
     run_dir = tmp_path / "run"
     run_dir.mkdir()
-    _check_resume(run_dir, cfg)
+    _record_run(run_dir, cfg, _identity(cfg))
+    (run_dir / "results.jsonl").write_text('{"problem_id": "a"}\n')
     _check_resume(run_dir, cfg)  # the same weights: resumes
     (ckpt / "model.safetensors").write_bytes(b"retrained weights")
     with pytest.raises(ConfigMismatchError, match="prm_weights"):
         _check_resume(run_dir, cfg)
+
+
+def test_a_failed_run_never_blocks_its_fix_and_a_refused_run_keeps_the_record(tmp_path, toy_policy_path):
+    from itc.results import write_json_atomic
+
+    run = tmp_path / "r"
+    common = ["policy.backend=hf", "strategy=greedy", "dataset.num_problems=2", f"hydra.run.dir={run}"]
+    failed = _itc_run([*common, f"policy.model={tmp_path / 'no-model'}"], tmp_path)
+    assert failed.returncode == 2 and "the hf backend failed to load" in failed.stderr
+    assert not (run / "run_config.json").exists() and not (run / ".hydra").exists()
+    # the state such a run used to leave: another configuration recorded, no results
+    write_json_atomic(run / "run_config.json", {"policy": {"name": "other"}, "seed": 7})
+    ok = _itc_run(common, tmp_path)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    assert json.loads((run / "run_config.json").read_text())["seed"] == 0
+    config, overrides = (run / ".hydra" / "config.yaml").read_text(), (run / ".hydra" / "overrides.yaml").read_text()
+    assert "backend: hf" in config and "strategy=greedy" in overrides
+    # a refused run leaves the record of the results there as it was
+    refused = _itc_run([*common, "seed=1"], tmp_path)
+    assert refused.returncode == 2 and "differs in: seed" in refused.stderr
+    assert (run / ".hydra" / "config.yaml").read_text() == config
+    assert (run / ".hydra" / "overrides.yaml").read_text() == overrides
+    assert oct((run / "metrics.json").stat().st_mode & 0o777) == oct(0o666 & ~_umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@pytest.mark.vllm
+def test_a_long_problem_loses_no_batch(tmp_path, vllm_policy, vllm_prm, trained_prm, caplog):
+    """One problem whose prompt nearly fills the context, between two short ones, in one
+    batch of best-of-N with the PRM: its candidates' PRM inputs do not fit the PRM's
+    context and score 0, it is flagged truncated_by_context with a warning naming it, and
+    all three problems are written."""
+    from itc.toy import generate
+
+    short = [p.to_problem() for p in generate(2, seed=3)]
+    room = vllm_policy.max_model_len - 10
+    filler, text = " 1 + 1 = 2 .", short[0].problem
+    while vllm_policy.count_tokens(vllm_policy.format_prompt(text + filler)) <= room:
+        text += filler
+    records = [
+        {"problem": short[0].problem, "answer": short[0].answer, "unique_id": "short-0"},
+        {"problem": text, "answer": short[0].answer, "unique_id": "long-one"},
+        {"problem": short[1].problem, "answer": short[1].answer, "unique_id": "short-1"},
+    ]
+    path = tmp_path / "mixed.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    out, _ = trained_prm
+    cfg = compose_run(
+        VLLM_TEST_OVERRIDES
+        + ["dataset=math500", f"dataset.path={path}", "strategy=best_of_n", "n=2", "batch_size=3",
+           "prm=toy", f"prm.model={out}/checkpoint"]
+    )
+    before = vllm_prm.inputs_too_long
+    with caplog.at_level("WARNING"):
+        metrics = run_experiment(cfg, tmp_path / "run", policy=vllm_policy, prm=vllm_prm)
+    lines = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert [r["problem_id"] for r in lines] == ["short-0", "long-one", "short-1"] and metrics["num_problems"] == 3
+    flags = {r["problem_id"]: r["truncated_by_context"] for r in lines}
+    assert flags == {"short-0": False, "long-one": True, "short-1": False}
+    assert "problem 'long-one'" in caplog.text
+    long_one = lines[1]
+    assert vllm_prm.inputs_too_long > before
+    assert any(c["step_scores"] and set(c["step_scores"]) == {0.0} for c in long_one["candidates"])
+    assert all(c["step_scores"] for r in (lines[0], lines[2]) for c in r["candidates"])
+
+
+class FailOn:
+    """A strategy (``strategy._target_=test_run.FailOn``) that fails on the problem ids in
+    ``FailOn.bad``, whichever batch they are in."""
+
+    name = "fail_on"
+    needs_prm = False
+    bad: set[str] = set()
+
+    def __init__(self, n: int = 1) -> None:
+        self.n = n
+
+    def run(self, problems, policy, prm=None):
+        from strategies.base import Strategy
+
+        if any(p.id in FailOn.bad for p in problems):
+            raise RuntimeError(f"cannot solve {sorted(FailOn.bad)}")
+        return [Strategy.result(p, [], None) for p in problems]
+
+
+class FakePolicy:
+    """What the run loop asks of a policy, without a model."""
+
+    name, max_model_len, num_parameters = "fake", 1000, 0
+    sampling = type("S", (), {"max_tokens": 10})()
+
+    def format_prompt(self, problem):
+        return problem
+
+    def check_prompt(self, prompt, what=""):
+        return 5
+
+
+def test_a_failing_problem_loses_no_other_problem_of_its_batch(tmp_path, monkeypatch):
+    cfg = compose_run(["dataset=math500", f"dataset.path={FIXTURES / 'math500_sample.jsonl'}", "strategy=greedy",
+                       "strategy._target_=test_run.FailOn", "batch_size=5"])
+    ids = [json.loads(x)["unique_id"] for x in (FIXTURES / "math500_sample.jsonl").read_text().splitlines()]
+    monkeypatch.setattr(FailOn, "bad", {ids[6]})
+    with pytest.raises(RuntimeError, match="cannot solve"):
+        run_experiment(cfg, tmp_path, policy=FakePolicy())
+    written = [json.loads(x)["problem_id"] for x in (tmp_path / "results.jsonl").read_text().splitlines()]
+    assert written == [i for i in ids if i != ids[6]]  # the batch after it ran too
+    monkeypatch.setattr(FailOn, "bad", set())
+    assert run_experiment(cfg, tmp_path, policy=FakePolicy())["num_problems"] == 12
+    assert sorted(json.loads(x)["problem_id"] for x in (tmp_path / "results.jsonl").read_text().splitlines()) == sorted(ids)

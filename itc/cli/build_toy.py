@@ -12,6 +12,8 @@ import argparse
 import json
 from collections import defaultdict
 
+from itc.cli.errors import cli_errors, pop_debug_flag
+
 
 def evaluate(model_path: str, num_problems: int, n: int, temperature: float, seed: int) -> dict:
     from itc.grading import answers_equivalent
@@ -58,8 +60,14 @@ def main(argv: list[str] | None = None) -> None:
         "--architecture", choices=["gpt2", "qwen2"], default="gpt2",
         help="backbone of the toy policy (default gpt2, the one every config uses)",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
+    pop_debug_flag(["", "--debug"] if args.debug else [""])  # or HYDRA_FULL_ERROR=1
+    with cli_errors("itc-build-toy"):
+        _build(args)
 
+
+def _build(args: argparse.Namespace) -> None:
     from itc.toy.build import ToyPolicySpec, policy_path
 
     path = policy_path(ToyPolicySpec(architecture=args.architecture))

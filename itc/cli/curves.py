@@ -12,8 +12,9 @@ problem, and against estimated FLOPs per problem), curves_by_level.png, curves.m
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from itc.cli.errors import cli_errors, pop_debug_flag
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -28,8 +29,14 @@ def main(argv: list[str] | None = None) -> None:
         help="add the points at N=1,2,4,... that each majority or best_of_n run gives by taking "
         "its first k samples (valid for independent samples only; see evals/subsample.py)",
     )
+    parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
+    pop_debug_flag(["", "--debug"] if args.debug else [""])  # or HYDRA_FULL_ERROR=1
+    with cli_errors("itc-curves"):
+        _curves(args)
 
+
+def _curves(args: argparse.Namespace) -> None:
     from evals.curves import collect_metrics, plot, series, table_rows, with_subsamples, write_tables
     from evals.sweep_status import sweep_status
 
@@ -38,11 +45,7 @@ def main(argv: list[str] | None = None) -> None:
         for line in status.describe() if status else []:
             print(f"itc-curves: warning: {line}", file=sys.stderr)
 
-    try:
-        metrics = collect_metrics(args.dirs)
-    except FileNotFoundError as e:
-        print(f"itc-curves: error: {e}", file=sys.stderr)
-        sys.exit(2)
+    metrics = collect_metrics(args.dirs)
     out = Path(args.out or args.dirs[0])
     lines = series(with_subsamples(metrics) if args.subsample else metrics)
     rows = table_rows(lines)

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from itc.cli.errors import cli_errors, run_hydra_app
+from itc.config_schema import ConfigError, validate_groups
+
+PROG = "itc-eval-prm"
 
 log = logging.getLogger("itc.eval_prm")
 
@@ -28,7 +31,7 @@ def load_file(spec: dict, neutral: str):
 
     fmt, path = spec.get("format"), spec.get("path")
     if fmt not in FILE_FORMATS or not path:
-        raise ValueError(
+        raise ConfigError(
             f"each entry of files needs a path and a format in {', '.join(FILE_FORMATS)}; got {spec}"
         )
     if fmt == "prm800k":
@@ -125,20 +128,19 @@ def summary_lines(report: dict) -> list[str]:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://configs", config_name="eval_prm")
-def main(cfg: DictConfig) -> None:
-    from prm.data import PRMDataError
-    from prm.scoring import PRMInputTooLongError
-
-    try:
+def _app(cfg: DictConfig) -> None:
+    # their settings are many and checked where they are read: a ValueError there is one
+    with cli_errors(PROG, also=(ValueError,)):
+        validate_groups(cfg, "policy", "prm")  # before any data, engine or model loads
         report = run(cfg)
-    except (PRMDataError, PRMInputTooLongError, FileNotFoundError, ValueError) as e:
-        log.error("%s", e)
-        print(f"itc-eval-prm: error: {e}", file=sys.stderr)
-        sys.exit(2)
     for line in summary_lines(report):
         log.info("%s", line)
     log.info("report: %s", cfg.output)
     print(json.dumps({k: v for k, v in report.items() if k != "files"} | {"files": list(report["files"])}))
+
+
+def main() -> None:
+    run_hydra_app(PROG, _app)
 
 
 if __name__ == "__main__":

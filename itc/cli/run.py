@@ -10,40 +10,45 @@ Examples::
 
 Outputs in the run folder: results.jsonl (one line per problem) and metrics.json.
 Rerunning with the same settings resumes. ``itc-run --help`` lists the config groups.
+Bad input or settings end with ``itc-run: error: ...`` and exit status 2 (``--debug``
+for the traceback).
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from itc.cli.errors import cli_errors, run_hydra_app
+
+PROG = "itc-run"
+
 log = logging.getLogger("itc.run")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://configs", config_name="run")
-def main(cfg: DictConfig) -> float:
-    from itc.data import DatasetError
-    from itc.policy import PromptTooLongError
-    from itc.runner import ConfigMismatchError, run_experiment
-    from strategies.base import StrategyConfigError
+def _app(cfg: DictConfig) -> float:
+    with cli_errors(PROG):  # here too, or Hydra reports the failed job before re-raising
+        from itc.config_schema import validate_run_config
 
-    run_dir = HydraConfig.get().runtime.output_dir
-    try:
+        validate_run_config(cfg)  # before anything is loaded
+        from itc.runner import run_experiment
+
+        run_dir = HydraConfig.get().runtime.output_dir
         metrics = run_experiment(cfg, run_dir)
-    except (DatasetError, PromptTooLongError, ConfigMismatchError, StrategyConfigError, FileNotFoundError) as e:
-        log.error("%s", e)
-        print(f"itc-run: error: {e}", file=sys.stderr)
-        sys.exit(2)
     log.info(
         "%s n=%d on %s: accuracy %.3f over %d problems (%s)",
         metrics["strategy"], metrics["n"], metrics["dataset"], metrics["accuracy"],
         metrics["num_problems"], run_dir,
     )
     return metrics["accuracy"]
+
+
+def main() -> None:
+    run_hydra_app(PROG, _app)
 
 
 if __name__ == "__main__":

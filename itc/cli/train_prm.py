@@ -13,12 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from itc.cli.errors import cli_errors, run_hydra_app
+from itc.config_schema import ConfigError, validate_groups
+
+PROG = "itc-train-prm"
 
 log = logging.getLogger("itc.train_prm")
 
@@ -69,7 +72,7 @@ def run(cfg: DictConfig, release_engines: bool = True) -> dict:
     token_hints = None
     if hint_weight:
         if not c["model"].get("base"):
-            raise ValueError("data.lm_hint_weight needs a base LM (model.base) to read hints from")
+            raise ConfigError("data.lm_hint_weight needs a base LM (model.base) to read hints from")
         from transformers import AutoModelForCausalLM
 
         from prm.training import lm_token_probabilities, resolve_base
@@ -107,19 +110,19 @@ def run(cfg: DictConfig, release_engines: bool = True) -> dict:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://configs", config_name="train_prm")
-def main(cfg: DictConfig) -> None:
-    from prm.data import PRMDataError
-
-    try:
+def _app(cfg: DictConfig) -> None:
+    # their settings are many and checked where they are read: a ValueError there is one
+    with cli_errors(PROG, also=(ValueError,)):
+        validate_groups(cfg, "policy")  # before any data, engine or model loads
         report = run(cfg)
-    except (PRMDataError, FileNotFoundError, ValueError) as e:
-        log.error("%s", e)
-        print(f"itc-train-prm: error: {e}", file=sys.stderr)
-        sys.exit(2)
     log.info(
         "%s trained: loss %.4f on %d examples -> %s",
         report["objective"], report["train_loss"], report["examples"], report["checkpoint"],
     )
+
+
+def main() -> None:
+    run_hydra_app(PROG, _app)
 
 
 if __name__ == "__main__":

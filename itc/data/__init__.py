@@ -10,6 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from itc.errors import InputError
 from itc.grading.answers import extract_boxed
 from itc.types import Problem
 
@@ -26,7 +27,7 @@ MATH_SUBJECTS = (
 )
 
 
-class DatasetError(ValueError):
+class DatasetError(InputError):
     """A dataset file or record that cannot be read; the message names where."""
 
 
@@ -37,26 +38,71 @@ def _parse_level(value: Any) -> int | None:
     return int(m.group()) if m else None
 
 
+def binary_lines(path: Path) -> Iterator[tuple[int, bytes]]:
+    """``(line number, raw line)`` of a file, undecoded (see :func:`decode_utf8`)."""
+    with path.open("rb") as f:
+        yield from enumerate(f, 1)
+
+
+def decode_utf8(raw: bytes) -> str:
+    """``raw`` as UTF-8; ``ValueError`` saying where it is not."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"not valid UTF-8 (byte 0x{raw[e.start]:02x} at column {e.start + 1})") from None
+
+
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-            if not isinstance(record, dict):
-                raise DatasetError(f"{path}:{lineno}: expected a JSON object")
-            yield lineno, record
+    for lineno, raw in binary_lines(path):
+        where = f"{path}:{lineno}"
+        try:
+            line = decode_utf8(raw)
+        except ValueError as e:
+            raise DatasetError(f"{where}: {e}") from None
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise DatasetError(f"{where}: not valid JSON ({e.msg})") from None
+        if not isinstance(record, dict):
+            raise DatasetError(f"{where}: expected a JSON object, got {type(record).__name__}")
+        yield lineno, record
 
 
-def math_record_to_problem(record: dict[str, Any], where: str, default_id: str) -> Problem:
+def _read_json(path: Path) -> Any:
+    """A whole ``.json`` file; errors name the file and line."""
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw.count(b"\n", 0, e.start) + 1
+        raise DatasetError(f"{path}:{line}: not valid UTF-8 (byte 0x{raw[e.start]:02x})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise DatasetError(f"{path}:{e.lineno}: not valid JSON ({e.msg})") from None
+
+
+def _answer_text(value: Any) -> str | None:
+    """A record's answer as text: strings as they are, numbers as written (12, 0.5)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value if isinstance(value, str) else None
+
+
+def math_record_to_problem(record: Any, where: str, default_id: str) -> Problem:
     """One MATH or MATH-500 record; ``answer`` falls back to the solution's last box."""
+    if not isinstance(record, dict):
+        raise DatasetError(f"{where}: expected a JSON object, got {type(record).__name__}")
     if not isinstance(record.get("problem"), str):
         raise DatasetError(f"{where}: record has no 'problem' string")
     solution = record.get("solution")
-    answer = record.get("answer")
+    answer = _answer_text(record.get("answer"))
+    if record.get("answer") is not None and answer is None:
+        raise DatasetError(f"{where}: 'answer' is {record['answer']!r}, not a string or number")
     if answer is None and isinstance(solution, str):
         answer = extract_boxed(solution)
     if not isinstance(answer, str) or not answer.strip():
@@ -83,16 +129,12 @@ def load_math_local(path: str | Path) -> list[Problem]:
         if not files:
             raise DatasetError(f"{path}: folder holds no .json MATH records")
         for f in files:
-            try:
-                record = json.loads(f.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise DatasetError(f"{f}: not valid JSON ({e.msg})") from None
             rel = f.relative_to(path).as_posix()
-            problems.append(math_record_to_problem(record, str(f), rel))
+            problems.append(math_record_to_problem(_read_json(f), str(f), rel))
     elif path.suffix == ".json":
-        records = json.loads(path.read_text(encoding="utf-8"))
+        records = _read_json(path)
         if not isinstance(records, list):
-            raise DatasetError(f"{path}: expected a JSON list of records")
+            raise DatasetError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
         for i, record in enumerate(records):
             problems.append(math_record_to_problem(record, f"{path}[{i}]", f"{path.stem}-{i}"))
     else:
@@ -163,7 +205,14 @@ def load_problems(cfg: DictConfig | dict[str, Any]) -> list[Problem]:
         dup = next(i for i in ids if ids.count(i) > 1)
         raise DatasetError(f"dataset has a duplicate problem id {dup!r}")
     limit = c.get("limit")
-    return problems[:limit] if limit else problems
+    problems = problems[:limit] if limit else problems
+    if not problems:
+        source = c.get("path") or c.get("hub_name") or kind
+        raise DatasetError(
+            f"dataset {c.get('name')!r} ({source}) selected no problems"
+            + (" after the levels/subjects filters" if c.get("levels") or c.get("subjects") else "")
+        )
+    return problems
 
 
-__all__ = ["DatasetError", "load_math_hub", "load_math_local", "load_problems", "math_record_to_problem"]
+__all__ = ["DatasetError", "binary_lines", "decode_utf8", "load_math_hub", "load_math_local", "load_problems", "math_record_to_problem"]

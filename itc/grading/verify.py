@@ -1,9 +1,12 @@
-"""Answer equivalence with math-verify, under a per-call deadline.
+"""Answer equivalence with math-verify, under a per-call deadline and a per-problem budget.
 
 math-verify's own timeouts use SIGALRM, which only works in a process's main thread.
 So: in the main thread we use its deadline directly; in any other thread the check runs
 in a small worker process (pebble), which is killed and replaced when it overruns.
-A check that times out counts as "not equivalent" and is logged.
+A check that times out counts as "not equivalent" and is logged, and the answer that took
+too long is not parsed again in this process: it stands alone. A :class:`GradingBudget`
+bounds the time one problem's grading may take in all; once it is spent, the remaining
+comparisons are of canonical strings only (:func:`itc.grading.answers.normalize`).
 
 Model output goes through math-verify's LaTeX parser only (never sympy's ``parse_expr``
 or ``sympify``, which evaluate Python).
@@ -15,6 +18,8 @@ import atexit
 import logging
 import multiprocessing
 import threading
+import time
+from collections import OrderedDict
 from concurrent.futures import TimeoutError as FutureTimeout
 from functools import lru_cache
 
@@ -23,21 +28,55 @@ from itc.grading.answers import as_plain_number, normalize
 log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT_S = 5
+DEFAULT_BUDGET_S = 30.0  # one problem's grading (grouping its answers, grading them)
+_TIMED_OUT_KEPT = 4096
 _pool = None
 _pool_lock = threading.Lock()
+_timed_out: OrderedDict[str, None] = OrderedDict()  # answers that timed out once
+PRED, GOLD = "pred", "gold"  # which side of a check ran out of its own time
+BUDGET = "budget"  # a check cut short by the problem's grading budget
 
 
-def _verify_latex(gold: str, pred: str, timeout: int | None) -> bool:
+def _verify_latex(gold: str, pred: str, timeout: int | None, deadline: float | None = None) -> bool | str:
+    """True or False, or which side (``PRED``/``GOLD``) ran out of time, or ``BUDGET``. Each
+    of the three stages (parse gold, parse prediction, compare) gets ``timeout`` seconds, and
+    no more than is left before ``deadline`` (a ``time.monotonic()`` value)."""
     from math_verify import LatexExtractionConfig, parse, verify
+    from math_verify.errors import TimeoutException
+
+    def seconds() -> int | None:
+        if timeout is None:
+            return None
+        if deadline is None:
+            return timeout
+        return min(timeout, int(deadline - time.monotonic()))
 
     if timeout is None:  # the worker process bounds the time; silence its reminder
         logging.getLogger("math_verify").setLevel(logging.ERROR)
     config = [LatexExtractionConfig()]
-    g = parse(f"${gold}$", extraction_config=config, parsing_timeout=timeout)
-    p = parse(f"${pred}$", extraction_config=config, parsing_timeout=timeout)
+    parsed = []
+    for side, text in ((GOLD, gold), (PRED, pred)):
+        t = seconds()
+        if t is not None and t < 1:
+            return BUDGET
+        try:
+            parsed.append(parse(f"${text}$", extraction_config=config, parsing_timeout=t, raise_on_error=True))
+        except TimeoutException:
+            return side if t == timeout else BUDGET
+        except Exception:  # noqa: BLE001 - unparsable: not equivalent
+            return False
+    g, p = parsed
     if not g or not p:
         return False
-    return bool(verify(g, p, timeout_seconds=timeout))
+    t = seconds()
+    if t is not None and t < 1:
+        return BUDGET
+    try:
+        return bool(verify(g, p, timeout_seconds=t, raise_on_error=True))
+    except TimeoutException:
+        return PRED if t == timeout else BUDGET
+    except Exception:  # noqa: BLE001 - an error comparing: not equivalent
+        return False
 
 
 def _worker_pool():
@@ -51,24 +90,85 @@ def _worker_pool():
         return _pool
 
 
-@lru_cache(maxsize=65536)
-def answers_equivalent(pred: str | None, gold: str | None, timeout: int = DEFAULT_TIMEOUT_S) -> bool:
-    """Whether two extracted answers (LaTeX, no ``$``) are mathematically the same.
+def timed_out(answer: str) -> bool:
+    """Whether math-verify ran out of time on ``answer`` before (then it is not parsed again)."""
+    return answer in _timed_out
 
-    ``gold`` is the reference side (math-verify is not symmetric).
-    """
-    if pred is None or gold is None:
-        return False
+
+def _mark_timed_out(answer: str) -> None:
+    _timed_out[answer] = None
+    if len(_timed_out) > _TIMED_OUT_KEPT:
+        _timed_out.popitem(last=False)
+
+
+def _cheap(pred: str, gold: str) -> bool | None:
+    """Equivalence decided without math-verify (equal canonical strings, plain numbers)."""
     if normalize(pred) == normalize(gold):
         return True
     a, b = as_plain_number(pred), as_plain_number(gold)
     if a is not None and b is not None:
         return abs(a - b) <= 1e-9 * max(1.0, abs(b))
-    if threading.current_thread() is threading.main_thread():
-        return _verify_latex(gold, pred, timeout)
-    future = _worker_pool().schedule(_verify_latex, args=(gold, pred, None), timeout=timeout)
-    try:
-        return future.result()
-    except FutureTimeout:
-        log.warning("math-verify timed out after %ss on %r vs %r", timeout, pred[:80], gold[:80])
+    return None
+
+
+@lru_cache(maxsize=65536)
+def answers_equivalent(
+    pred: str | None, gold: str | None, timeout: int = DEFAULT_TIMEOUT_S, deadline: float | None = None
+) -> bool:
+    """Whether two extracted answers (LaTeX, no ``$``) are mathematically the same.
+
+    ``gold`` is the reference side (math-verify is not symmetric). ``deadline`` (a
+    ``time.monotonic()`` value) cuts the check short; see :class:`GradingBudget`.
+    """
+    if pred is None or gold is None:
         return False
+    cheap = _cheap(pred, gold)
+    if cheap is not None:
+        return cheap
+    if timed_out(pred) or timed_out(gold):
+        return False
+    if threading.current_thread() is threading.main_thread():
+        verdict = _verify_latex(gold, pred, timeout, deadline)
+    else:
+        left = timeout if deadline is None else min(timeout, deadline - time.monotonic())
+        future = _worker_pool().schedule(_verify_latex, args=(gold, pred, None), timeout=max(left, 0.01))
+        try:
+            verdict = future.result()
+        except FutureTimeout:
+            verdict = PRED if left == timeout else BUDGET
+    if verdict == BUDGET:
+        return False
+    if isinstance(verdict, str):
+        slow, other = (gold, pred) if verdict == GOLD else (pred, gold)
+        _mark_timed_out(slow)
+        log.warning("math-verify ran out of time on %r (against %r); not parsed again", slow[:80], other[:80])
+        return False
+    return verdict
+
+
+class GradingBudget:
+    """The time one problem's grading may take (default 30 s). Within it, answers are compared
+    by :func:`answers_equivalent`; after it, by canonical string only, and ``exhausted``
+    says so (for the problem's record)."""
+
+    def __init__(self, seconds: float | None = None, timeout: int = DEFAULT_TIMEOUT_S) -> None:
+        self.deadline = time.monotonic() + (DEFAULT_BUDGET_S if seconds is None else seconds)
+        self.timeout = timeout
+        self.exhausted = False
+
+    def equivalent(self, pred: str | None, gold: str | None) -> bool:
+        if pred is None or gold is None:
+            return False
+        cheap = _cheap(pred, gold)
+        if cheap is not None:
+            return cheap
+        if timed_out(pred) or timed_out(gold):
+            return False
+        if self.deadline - time.monotonic() < 1:
+            self.exhausted = True
+            return False
+        if self.deadline - time.monotonic() >= 3 * self.timeout + 1:  # cannot be cut short
+            return answers_equivalent(pred, gold, self.timeout)
+        same = answers_equivalent.__wrapped__(pred, gold, self.timeout, self.deadline)  # not cached
+        self.exhausted = self.deadline - time.monotonic() < 1
+        return same

@@ -6,6 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from itc.errors import BackendError, InputError
 from itc.policy.base import Policy, PromptConfig, PromptTooLongError, SamplingConfig
 
 BACKENDS = ("vllm", "hf")
@@ -25,7 +26,7 @@ def build_policy(cfg: DictConfig | dict[str, Any], seed: int = 0) -> Policy:
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
     backend = c.get("backend")
     if backend not in BACKENDS:
-        raise ValueError(f"policy.backend={backend!r} is not one of {', '.join(BACKENDS)}")
+        raise InputError(f"policy.backend={backend!r} is not one of {', '.join(BACKENDS)}")
     model = resolve_model_path(c["model"])
     common = dict(
         name=c["name"],
@@ -38,13 +39,21 @@ def build_policy(cfg: DictConfig | dict[str, Any], seed: int = 0) -> Policy:
         seed=seed,
         trust_remote_code=c.get("trust_remote_code", False),
     )
-    if backend == "vllm":
-        from itc.policy.vllm_backend import VLLMPolicy
+    try:
+        if backend == "vllm":
+            from itc.policy.vllm_backend import VLLMPolicy
 
-        return VLLMPolicy(**common, **c.get("vllm", {}))
-    from itc.policy.hf_backend import HFPolicy
+            return VLLMPolicy(**common, **c.get("vllm", {}))
+        from itc.policy.hf_backend import HFPolicy
 
-    return HFPolicy(**common, **c.get("hf", {}))
+        return HFPolicy(**common, **c.get("hf", {}))
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an engine fails in many ways; name which one
+        raise BackendError(
+            f"policy {c['name']!r}: the {backend} backend failed to load {model!r} "
+            f"({type(e).__name__}: {e})"
+        ) from e
 
 
 __all__ = [

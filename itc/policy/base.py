@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
+from itc.errors import InputError
 from itc.types import Completion
 
 
@@ -33,7 +34,7 @@ class SamplingConfig:
 _PROMPT_CACHE_SIZE = 1 << 15  # prompts whose token ids a policy remembers
 
 
-class PromptTooLongError(ValueError):
+class PromptTooLongError(InputError):
     """A prompt (problem plus any steps so far) does not fit the model's context."""
 
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import atexit
+import contextlib
 import functools
 import gc
 import json
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
+from itc.errors import BackendError
 from itc.policy.base import Policy, PromptConfig, SamplingConfig
 from itc.policy.reaper import child_processes, reap_on_exit
 from itc.types import Completion
@@ -65,6 +67,21 @@ def get_engine(env: dict[str, Any] | None = None, **engine_kwargs: Any):
                 else:
                     os.environ[k] = v
     return _ENGINES[key]
+
+
+# vLLM's errors for an engine that died or cannot serve (vllm.v1.engine.exceptions)
+ENGINE_FAILURES = ("EngineDeadError", "EngineGenerateError")
+
+
+@contextlib.contextmanager
+def engine_failures(what: str) -> Iterator[None]:
+    """A dead or failing vLLM engine becomes a :class:`BackendError` naming ``what``."""
+    try:
+        yield
+    except Exception as e:
+        if type(e).__name__ in ENGINE_FAILURES:
+            raise BackendError(f"{what}: the vllm engine failed ({type(e).__name__}: {e})") from e
+        raise
 
 
 class VLLMPolicy(Policy):
@@ -167,9 +184,10 @@ class VLLMPolicy(Policy):
                     detokenize=by_string,
                 )
             )
-        outputs = self.llm.generate(
-            [TokensPrompt(prompt_token_ids=ids) for ids in token_ids], params, use_tqdm=False
-        )
+        with engine_failures(f"policy {self.name!r}"):
+            outputs = self.llm.generate(
+                [TokensPrompt(prompt_token_ids=ids) for ids in token_ids], params, use_tqdm=False
+            )
         samples = [c for out in outputs for c in out.outputs]
         if not by_string:  # texts decoded here, in one batch
             texts = self.tokenizer.batch_decode(

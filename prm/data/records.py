@@ -5,14 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from itc.data import DatasetError
+from itc.data import DatasetError, binary_lines, decode_utf8
+from itc.results import atomic_writer
 
 log = logging.getLogger(__name__)
 
@@ -166,27 +165,26 @@ def load_records(
     result = LoadResult()
     for file in jsonl_files(path):
         skipped_before = result.skipped
-        with file.open(encoding="utf-8") as f:
-            for lineno, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
+        for lineno, raw_line in binary_lines(file):
+            if not raw_line.strip():
+                continue
+            try:
                 try:
-                    try:
-                        raw = json.loads(line.rstrip("\r\n"))
-                    except json.JSONDecodeError as e:
-                        msg = f"not valid JSON ({e.msg} at column {e.pos + 1})"
-                        raise ValueError(msg) from None
-                    if not isinstance(raw, dict):
-                        raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
-                    records = convert(raw, result, file, lineno)
-                except ValueError as e:
-                    where = f"{file}:{lineno}: {e}"
-                    if not skip_bad:
-                        raise PRMDataError(where) from None
-                    result.skipped += 1
-                    result.skipped_where.append(where)
-                    continue
-                result.records.extend(records)
+                    raw = json.loads(decode_utf8(raw_line).rstrip("\r\n"))
+                except json.JSONDecodeError as e:
+                    msg = f"not valid JSON ({e.msg} at column {e.pos + 1})"
+                    raise ValueError(msg) from None
+                if not isinstance(raw, dict):
+                    raise ValueError(f"expected a JSON object, got {type(raw).__name__}")
+                records = convert(raw, result, file, lineno)
+            except ValueError as e:
+                where = f"{file}:{lineno}: {e}"
+                if not skip_bad:
+                    raise PRMDataError(where) from None
+                result.skipped += 1
+                result.skipped_where.append(where)
+                continue
+            result.records.extend(records)
         if result.skipped > skipped_before:
             log.warning(
                 "%s: skipped %d malformed record(s)", file, result.skipped - skipped_before
@@ -195,19 +193,11 @@ def load_records(
 
 
 def _write_lines_atomic(lines: Iterable[dict[str, Any]], path: str | Path) -> int:
-    path = Path(path).expanduser()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     n = 0
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for obj in lines:
-                f.write(json.dumps(obj, ensure_ascii=False) + "\n")
-                n += 1
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_writer(Path(path).expanduser()) as f:
+        for obj in lines:
+            f.write(json.dumps(obj, ensure_ascii=False) + "\n")
+            n += 1
     return n
 
 

@@ -12,6 +12,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from itc.errors import BackendError, InputError
+
 from prm.scoring.aggregate import AGGREGATIONS, aggregate
 from prm.scoring.base import PRM, PRMInputTooLongError
 from prm.scoring.formats import (
@@ -35,7 +37,7 @@ def build_prm(cfg: DictConfig | dict[str, Any], seed: int = 0) -> PRM:
 
     backend = c.get("backend")
     if backend not in BACKENDS:
-        raise ValueError(f"prm.backend={backend!r} is not one of {', '.join(BACKENDS)}")
+        raise InputError(f"prm.backend={backend!r} is not one of {', '.join(BACKENDS)}")
     common = dict(
         name=c["name"],
         model=resolve_prm_model(c["model"]),
@@ -46,13 +48,21 @@ def build_prm(cfg: DictConfig | dict[str, Any], seed: int = 0) -> PRM:
         aggregation=c.get("aggregation", "min"),
         trust_remote_code=c.get("trust_remote_code", False),
     )
-    if backend == "vllm":
-        from prm.scoring.vllm_backend import VLLMPRM
+    try:
+        if backend == "vllm":
+            from prm.scoring.vllm_backend import VLLMPRM
 
-        return VLLMPRM(**common, seed=seed, **(c.get("vllm") or {}))
-    from prm.scoring.hf_backend import HFPRM
+            return VLLMPRM(**common, seed=seed, **(c.get("vllm") or {}))
+        from prm.scoring.hf_backend import HFPRM
 
-    return HFPRM(**common, **(c.get("hf") or {}))
+        return HFPRM(**common, **(c.get("hf") or {}))
+    except InputError:
+        raise
+    except Exception as e:  # noqa: BLE001 - an engine fails in many ways; name which one
+        raise BackendError(
+            f"prm {c['name']!r}: the {backend} backend failed to load {common['model']!r} "
+            f"({type(e).__name__}: {e})"
+        ) from e
 
 
 __all__ = [

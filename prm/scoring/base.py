@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
+from itc.errors import InputError
 from itc.types import Candidate
 from prm.scoring.aggregate import AGGREGATIONS, aggregate
 from prm.scoring.formats import Encoded, PRMFormat
 
+log = logging.getLogger(__name__)
 
-class PRMInputTooLongError(ValueError):
+
+class PRMInputTooLongError(InputError):
     """A candidate's PRM input does not fit the model's context."""
 
 
@@ -40,6 +44,7 @@ class PRM(ABC):
         self.max_model_len = max_model_len
         self.aggregation = aggregation
         self.tokens_scored = 0  # input tokens processed so far (for compute accounting)
+        self.inputs_too_long = 0  # candidates scored 0 because they did not fit max_model_len
 
     @property
     @abstractmethod
@@ -83,22 +88,33 @@ class PRM(ABC):
         already has scores for (a search extending scored partial solutions). Its result
         then holds the scores of the later steps only, and a backend with prefix caching
         (vLLM) recomputes little more than the new steps. Token counts are of the whole
-        inputs sent, so with a prefix cache they bound the work from above."""
+        inputs sent, so with a prefix cache they bound the work from above.
+
+        A candidate whose input is longer than ``max_model_len`` is not sent: each of its
+        new steps scores 0, so a search drops it and a selection never prefers it, and the
+        other candidates and problems of the call are scored as usual."""
         if len(problems) != len(candidates):
             raise ValueError(f"{len(problems)} problems but {len(candidates)} candidate lists")
         where, batch = [], []
+        out: list[list[list[float]]] = [[[] for _ in cands] for cands in candidates]
         for i, (problem, cands) in enumerate(zip(problems, candidates)):
             for j, steps in enumerate(cands):
                 first = known[i][j] if known is not None else 0
                 if not 0 <= first <= len(steps):
                     raise ValueError(f"known={first} scores for a candidate of {len(steps)} steps")
                 if len(steps) > first:
-                    enc = self.encode(problem, list(steps))
+                    try:
+                        enc = self.encode(problem, list(steps))
+                    except PRMInputTooLongError as e:
+                        # the candidate cannot be judged: it ends here, scored 0
+                        out[i][j] = [0.0] * (len(steps) - first)
+                        self.inputs_too_long += 1
+                        log.warning("%s; its new steps score 0 (problem begins %r)", e, problem[:60])
+                        continue
                     where.append((i, j))
                     batch.append(Encoded(enc.input_ids, enc.positions[first:]))
         flat = self._score_encoded(batch, reuse_prefix=known is not None) if batch else []
         self.tokens_scored += sum(len(e.input_ids) for e in batch)
-        out: list[list[list[float]]] = [[[] for _ in cands] for cands in candidates]
         tokens = [0] * len(candidates)
         for (i, j), scores, enc in zip(where, flat, batch):
             out[i][j] = scores

@@ -21,7 +21,7 @@ from typing import Any
 
 from transformers import AutoTokenizer
 
-from itc.policy.vllm_backend import get_engine
+from itc.policy.vllm_backend import engine_failures, get_engine
 from prm.scoring.base import PRM
 from prm.scoring.formats import Encoded, PRMFormat
 from prm.scoring.modeling import count_parameters
@@ -99,12 +99,13 @@ class VLLMPRM(PRM):
         # input's final tokens, and an input whose cached prefix covered a needed position
         # is scored again without the cache.
         prompts = [TokensPrompt(prompt_token_ids=e.input_ids) for e in encoded]
-        outputs = self.llm.encode(
-            prompts,
-            pooling_params=PoolingParams(skip_reading_prefix_cache=not reuse_prefix),
-            pooling_task=POOLING_TASK,
-            use_tqdm=False,
-        )
+        with engine_failures(f"prm {self.name!r}"):
+            outputs = self.llm.encode(
+                prompts,
+                pooling_params=PoolingParams(skip_reading_prefix_cache=not reuse_prefix),
+                pooling_task=POOLING_TASK,
+                use_tqdm=False,
+            )
         results: list[list[float]] = []
         again = []
         for k, (e, out) in enumerate(zip(encoded, outputs)):

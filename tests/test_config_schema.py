@@ -1,0 +1,73 @@
+"""The config schemas: every shipped config passes, and a wrong type or range is named."""
+
+from pathlib import Path
+
+import pytest
+
+from conftest import compose_app, compose_run
+from itc.config_schema import (
+    AGGREGATIONS,
+    BACKENDS,
+    PRM_FORMATS,
+    ConfigError,
+    PolicySchema,
+    check,
+    validate_groups,
+    validate_run_config,
+)
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _entries(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONFIGS / group).glob("*.yaml"))
+
+
+def test_the_schemas_choices_are_the_codes():
+    from itc.policy import BACKENDS as POLICY_BACKENDS
+    from prm.scoring import AGGREGATIONS as PRM_AGGREGATIONS
+    from prm.scoring import BACKENDS as PRM_BACKENDS
+    from prm.scoring import FORMATS
+
+    assert set(BACKENDS) == set(POLICY_BACKENDS) == set(PRM_BACKENDS)
+    assert set(AGGREGATIONS) == set(PRM_AGGREGATIONS)
+    assert set(PRM_FORMATS) == set(FORMATS)
+
+
+@pytest.mark.parametrize("group", ["policy", "dataset", "prm", "strategy"])
+def test_every_shipped_config_is_valid(group):
+    for entry in _entries(group):
+        validate_run_config(compose_run([f"{group}={entry}"]))
+    validate_groups(compose_app("eval_prm", []), "policy", "prm")
+    validate_groups(compose_app("train_prm", []), "policy")
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["policy.sampling.temperature=-1"], "policy.sampling.temperature=-1: expected a number (>= 0)"),
+        (["policy.sampling.top_p=0"], "policy.sampling.top_p=0: expected a number (> 0 and <= 1)"),
+        (["policy.max_model_len=0"], "policy.max_model_len=0: expected an integer (>= 1)"),
+        (["policy.vllm.gpu_memory_utilization=1.5"], "policy.vllm.gpu_memory_utilization=1.5"),
+        (["policy.trust_remote_code=yes"], "policy.trust_remote_code=yes: expected true or false"),
+        (["dataset.levels=[0,3]"], "dataset.levels=[0, 3]: expected a list of integers or null (each >= 1 and <= 5)"),
+        (["dataset.limit=true"], "dataset.limit=true: expected an integer or null (>= 1)"),
+        (["n=0"], "n=0: expected an integer (>= 1)"),
+        (["strategy=greedy", "n=abc"], "n=abc"),
+        (["seed=-1"], "seed=-1"),
+        (["prm=toy", "prm.format.type=skywork"], "prm.format.type=skywork: expected one of qwen_prm, math_shepherd, rlhflow"),
+    ],
+)
+def test_a_wrong_type_or_range_names_key_value_and_what_is_allowed(overrides, message):
+    with pytest.raises(ConfigError) as e:
+        validate_run_config(compose_run(overrides))
+    assert message in str(e.value)
+
+
+def test_all_errors_in_one_message_and_missing_keys():
+    with pytest.raises(ConfigError) as e:
+        validate_run_config(compose_run(["batch_size=0", "policy.sampling.max_tokens=0"]))
+    assert "batch_size=0" in str(e.value) and "policy.sampling.max_tokens=0" in str(e.value)
+    assert check(PolicySchema, {"name": "p", "backend": "hf", "max_model_len": 8}, "policy") == ["policy.model is missing"]
+    with pytest.raises(ConfigError, match="policy.sampling.temperature=-0.5"):
+        validate_groups(compose_app("eval_prm", ["policy.sampling.temperature=-0.5"]), "policy", "prm")
