@@ -103,3 +103,67 @@ def test_vllm_engine_processes_end_when_their_parent_is_killed(toy_policy_path):
         """
     )
     _kill_parent_and_check(script, timeout_ready=600)
+
+
+def _command_script(body: str) -> str:
+    return textwrap.dedent(
+        """
+        import sys, threading, time
+        import vllm  # noqa: F401 - a process that loaded vLLM leaves through os._exit
+        from itc.cli.lifecycle import command_process
+        from itc.errors import InputError
+
+        def spin():
+            while True:
+                time.sleep(0.001)
+
+        threading.Thread(target=spin, daemon=True).start()  # alive at exit, as vLLM's are
+        with command_process():
+        """
+    ) + textwrap.indent(textwrap.dedent(body), "    ")
+
+
+@pytest.mark.parametrize(
+    "body, status, stderr",
+    [
+        ("print('done')", 0, ""),
+        ("raise InputError('bad value')", 2, "error: bad value"),  # via cli_errors in real use
+        ("sys.exit(2)", 2, ""),
+        ("raise RuntimeError('a bug')", 1, "RuntimeError: a bug"),
+    ],
+)
+def test_command_process_exits_with_the_status_the_work_earned(body, status, stderr):
+    if "InputError" in body:  # what every CLI does: cli_errors inside command_process
+        body = "from itc.cli.errors import cli_errors\nwith cli_errors('prog'):\n    " + body
+    proc = subprocess.run(
+        [sys.executable, "-c", _command_script(body)], capture_output=True, text=True, env=_env(), timeout=300
+    )
+    assert proc.returncode == status, proc.stderr[-2000:]
+    assert stderr in proc.stderr
+    assert "terminate called" not in proc.stderr
+
+
+@pytest.mark.vllm
+@pytest.mark.slow
+def test_prm_sweep_through_the_cli_exits_zero_every_time(trained_prm, tmp_path):
+    """Issue: a finished sweep with a PRM engine aborted at exit (status 134) in most tries.
+    A real vLLM policy and the toy PRM's engine settings (on the session's small trained
+    checkpoint), a two-job sweep through the real CLI, five times."""
+    from evals.sweep_status import sweep_status
+
+    out, _ = trained_prm
+    for attempt in range(5):
+        sweep = tmp_path / f"sweep{attempt}"
+        proc = subprocess.run(
+            [
+                sys.executable, "-m", "itc.cli.run", "-m",
+                "strategy=best_of_n,beam_search", "prm=toy", f"prm.model={out}/checkpoint",
+                "n=4", "dataset.num_problems=4", "policy.vllm.enforce_eager=true",
+                f"hydra.sweep.dir={sweep}",
+            ],
+            capture_output=True, text=True, env=_env(), timeout=900,
+        )
+        assert proc.returncode == 0, f"attempt {attempt}: status {proc.returncode}\n{proc.stderr[-3000:]}"
+        assert "terminate called" not in proc.stderr
+        status = sweep_status(sweep)
+        assert status is not None and status.ok and len(status.complete) == 2

@@ -13,6 +13,7 @@ import json
 from collections import defaultdict
 
 from itc.cli.errors import cli_errors, pop_debug_flag
+from itc.cli.lifecycle import command_process
 
 
 def evaluate(model_path: str, num_problems: int, n: int, temperature: float, seed: int) -> dict:
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     pop_debug_flag(["", "--debug"] if args.debug else [""])  # or HYDRA_FULL_ERROR=1
-    with cli_errors("itc-build-toy"):
+    with command_process(), cli_errors("itc-build-toy"):  # engines shut down, then exit
         _build(args)
 
 

@@ -17,6 +17,7 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from itc.cli.errors import cli_errors, run_hydra_app
+from itc.cli.lifecycle import command_process
 from itc.config_schema import ConfigError, validate_groups
 
 PROG = "itc-eval-prm"
@@ -140,7 +141,8 @@ def _app(cfg: DictConfig) -> None:
 
 
 def main() -> None:
-    run_hydra_app(PROG, _app)
+    with command_process():  # engines shut down, then exit 0, 2 or 1
+        run_hydra_app(PROG, _app)
 
 
 if __name__ == "__main__":

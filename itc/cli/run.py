@@ -23,6 +23,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from itc.cli.errors import cli_errors, run_hydra_app
+from itc.cli.lifecycle import command_process
 
 PROG = "itc-run"
 
@@ -48,7 +49,8 @@ def _app(cfg: DictConfig) -> float:
 
 
 def main() -> None:
-    run_hydra_app(PROG, _app)
+    with command_process():  # engines shut down, then exit 0, 2 or 1
+        run_hydra_app(PROG, _app)
 
 
 if __name__ == "__main__":

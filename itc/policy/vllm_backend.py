@@ -24,17 +24,28 @@ log = logging.getLogger(__name__)
 _ENGINES: dict[str, Any] = {}
 
 
-def shutdown_engines() -> None:
-    """Stop every cached engine (runs at exit, before logging closes its streams)."""
-    for llm in _ENGINES.values():
+def shutdown_engines(timeout: float = 10.0) -> None:
+    """Stop every cached engine through vLLM's own shutdown path, and wait for the
+    client's background threads to end (their sockets closed) before returning."""
+    for llm in list(_ENGINES.values()):
+        client = llm.llm_engine.engine_core
         try:
-            llm.llm_engine.engine_core.shutdown()
-        except Exception:  # noqa: BLE001 - best effort at exit
-            pass
+            client.shutdown()
+        except Exception:  # noqa: BLE001 - best effort: the engine may be dead already
+            log.debug("engine shutdown failed", exc_info=True)
+        thread = getattr(client, "output_queue_thread", None)
+        if thread is not None and thread.is_alive():
+            thread.join(timeout)
     _ENGINES.clear()
     gc.collect()
 
 
+def engines_running() -> bool:
+    """Whether this process has started a vLLM engine that is still up."""
+    return bool(_ENGINES)
+
+
+# The safety net for code that never calls shutdown_engines (a library user's script).
 atexit.register(shutdown_engines)
 
 
