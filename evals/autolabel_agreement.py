@@ -23,7 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     from itc.policy import build_policy
     from itc.toy import generate, step_labels
     from prm.autolabel import agreement, rollout_labels
-    from strategies.base import split_steps
+    from itc.candidates import split_steps
 
     cfg = {
         "name": "toy", "backend": "vllm", "model": "toy", "dtype": "float32", "max_model_len": 1024,

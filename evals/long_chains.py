@@ -296,7 +296,7 @@ _RESULT_RE = re.compile(r"=(\d+)$")
 def grade(problem: task.ToyProblem, text: str) -> dict[str, float]:
     """One solution's figures, each in [0, 1] (see the module docstring)."""
     from itc.grading import answers_equivalent, extract_boxed
-    from strategies.base import split_steps
+    from itc.candidates import split_steps
 
     steps = split_steps(text, task.STEP_DELIMITER)
     num_ops = len(problem.ops)
@@ -353,7 +353,7 @@ def greedy_by_length(policy, eval_spec: EvalSpec) -> dict[str, dict]:
 
 def best_of_n(policy, eval_spec: EvalSpec) -> dict:
     """Majority vote and pass@N over the first N of max(N) samples per held-out problem."""
-    from strategies.base import majority_choice, make_candidate
+    from itc.candidates import majority_choice, make_candidate
 
     problems = task.generate(
         eval_spec.bon_problems, seed=eval_spec.seed + 1, levels=(1,), split="test",

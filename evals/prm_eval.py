@@ -13,7 +13,7 @@ from itc.policy import Policy
 from itc.types import Candidate, Problem
 from prm.data import StepLabelled
 from prm.scoring import AGGREGATIONS, PRM, aggregate
-from strategies.base import majority_choice, make_candidate
+from itc.candidates import majority_choice, make_candidate
 
 
 def _first_errors(records: Sequence[StepLabelled]) -> list[int]:

@@ -43,8 +43,11 @@ def _kill_parent_and_check(script: str, timeout_ready: float) -> None:
         text=True, env=_env(), start_new_session=True,
     )
     try:
-        line = proc.stdout.readline()
-        assert line, f"the parent exited before it was ready (status {proc.wait(timeout_ready)})"
+        for line in proc.stdout:  # vLLM logs to stdout too
+            if line.startswith('{"children"'):
+                break
+        else:
+            raise AssertionError(f"the parent exited before it was ready (status {proc.wait(timeout_ready)})")
         pids = json.loads(line)["children"]
         assert pids, "the parent started no child process"
         started = {pid: psutil.Process(pid).create_time() for pid in pids}

@@ -146,7 +146,7 @@ def test_the_record_says_when_grading_fell_back_to_exact_strings(monkeypatch):
     from itc.grading import verify
     from itc.runner import to_record
     from itc.types import Candidate, Problem, StrategyResult
-    from strategies.base import majority_choice
+    from itc.candidates import majority_choice
 
     def result():
         cands = [Candidate(text="", steps=[], answer=a, completion_tokens=1) for a in ("\\dfrac12", "0.5", "1")]

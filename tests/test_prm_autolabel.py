@@ -4,7 +4,7 @@ import pytest
 
 from itc.toy import generate, step_labels
 from prm.autolabel import agreement, rollout_labels
-from strategies.base import split_steps
+from itc.candidates import split_steps
 
 pytestmark = pytest.mark.vllm
 

@@ -321,7 +321,7 @@ def test_a_finished_training_with_another_recipe_is_retrained(trained_prm, tmp_p
 @pytest.mark.vllm
 def test_vllm_and_transformers_agree_on_the_trained_checkpoint(trained_prm, vllm_policy):
     from prm.scoring import build_prm
-    from strategies.base import split_steps
+    from itc.candidates import split_steps
 
     out, _ = trained_prm
     problems = [p.to_problem() for p in generate(6, seed=11)]

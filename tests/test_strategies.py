@@ -7,7 +7,7 @@ import pytest
 from itc.policy.base import Policy, PromptConfig, SamplingConfig
 from itc.toy import generate
 from itc.types import Candidate, Completion
-from strategies.base import majority_choice, make_candidate
+from itc.candidates import majority_choice, make_candidate
 from strategies.greedy import Greedy
 from strategies.majority import MajorityVote
 

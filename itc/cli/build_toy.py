@@ -21,7 +21,7 @@ def evaluate(model_path: str, num_problems: int, n: int, temperature: float, see
     from itc.policy import PromptConfig, SamplingConfig
     from itc.policy.vllm_backend import VLLMPolicy
     from itc.toy import generate
-    from strategies.base import majority_choice, make_candidate
+    from itc.candidates import majority_choice, make_candidate
 
     policy = VLLMPolicy(
         "toy", model_path, PromptConfig(), SamplingConfig(temperature=temperature, max_tokens=160),

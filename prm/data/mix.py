@@ -43,7 +43,7 @@ def _sample_toy(c: dict[str, Any], policy: Policy) -> list[StepLabelled]:
 
 def _sample_auto(c: dict[str, Any], policy: Policy) -> list[StepLabelled]:
     from prm.autolabel import rollout_labels
-    from strategies.base import split_steps
+    from itc.candidates import split_steps
 
     problems = _toy_problems(c)
     prompts = [policy.format_prompt(p.problem) for p in problems]

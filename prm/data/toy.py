@@ -14,7 +14,7 @@ from itc.policy import Policy
 from itc.toy import task
 from itc.types import Problem
 from prm.data.records import StepLabelled
-from strategies.base import split_steps
+from itc.candidates import split_steps
 
 
 def gold_records(
