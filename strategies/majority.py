@@ -6,8 +6,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from itc.policy import Policy
-from itc.types import Problem, StrategyResult
-from strategies.base import Strategy, majority_choice, make_candidate
+from itc.types import Problem
+from strategies.accounting import Meter
+from strategies.base import Found, Strategy, make_candidate
 
 
 class MajorityVote(Strategy):
@@ -17,13 +18,7 @@ class MajorityVote(Strategy):
         super().__init__(n)
         self.temperature = temperature  # None: the policy's sampling temperature
 
-    def run(self, problems: Sequence[Problem], policy: Policy, prm: Any = None) -> list[StrategyResult]:
+    def search(self, problems: Sequence[Problem], policy: Policy, prm: Any, meter: Meter) -> list[Found]:
         prompts = [policy.format_prompt(p.problem) for p in problems]
-        outputs = policy.generate(prompts, n=self.n, temperature=self.temperature)
-        results = []
-        for problem, prompt, completions in zip(problems, prompts, outputs):
-            cands = [make_candidate(c.text, policy.step_delimiter, c) for c in completions]
-            results.append(
-                self.result(problem, cands, majority_choice(cands), policy.count_tokens(prompt))
-            )
-        return results
+        outputs = meter.generate(policy, prompts, range(len(problems)), n=self.n, temperature=self.temperature)
+        return [Found([make_candidate(c.text, policy.step_delimiter, c) for c in outs]) for outs in outputs]
