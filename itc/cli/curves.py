@@ -3,9 +3,12 @@
     itc-curves multirun/default                  # every metrics.json below it
     itc-curves runs/a runs/b --out reports/ab     # several folders, output elsewhere
     itc-curves multirun/demo --subsample          # also N=1,2,4,8 from a best_of_n run at 16
+    itc-curves multirun/demo --selection weighted_majority/min --log "demo, one rule"
 
 Writes curves.png (accuracy against N on a log scale, against completion tokens per
-problem, and against estimated FLOPs per problem), curves_by_level.png, curves.md and curves.csv, and prints the Markdown table.
+problem, and against estimated FLOPs per problem from the tokens the engines computed),
+curves_by_level.png, curves.md and curves.csv, and prints the Markdown table. Each line is a
+strategy, labelled by what else differs between the runs (PRM, policy, a knob, ...).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from pathlib import Path
 
 
 def main(argv: list[str] | None = None) -> None:
+    from strategies.selection import RULES
+
     parser = argparse.ArgumentParser(
         prog="itc-curves", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -27,22 +32,63 @@ def main(argv: list[str] | None = None) -> None:
         help="add the points at N=1,2,4,... that each majority or best_of_n run gives by taking "
         "its first k samples (valid for independent samples only; see evals/subsample.py)",
     )
+    parser.add_argument(
+        "--selection",
+        metavar="RULE",
+        help="draw every run under this final selection rule instead of its own, recomputed from "
+        f"its results.jsonl; one of {', '.join(RULES)}. Runs whose candidates lack the PRM "
+        "scores a rule needs are left out, and named",
+    )
+    parser.add_argument(
+        "--log",
+        metavar="TITLE",
+        help="also write the table to the results log (docs/results/, or $ITC_RESULTS_LOG) "
+        "under this title",
+    )
     args = parser.parse_args(argv)
+    if args.selection is not None and args.selection not in RULES:
+        parser.error(f"--selection {args.selection!r} is not one of {', '.join(RULES)}")
 
-    from evals.curves import collect_metrics, plot, series, table_rows, with_subsamples, write_tables
+    from evals.curves import (
+        collect_metrics,
+        markdown_table,
+        plot,
+        series,
+        table_rows,
+        under_selection,
+        with_subsamples,
+        write_tables,
+    )
 
     try:
         metrics = collect_metrics(args.dirs)
     except FileNotFoundError as e:
         print(f"itc-curves: error: {e}", file=sys.stderr)
         sys.exit(2)
+    skipped: list[str] = []
+    if args.selection:
+        metrics, skipped = under_selection(metrics, args.selection)
+        for run in skipped:
+            print(f"itc-curves: left out {run}: no PRM scores for {args.selection}", file=sys.stderr)
+        if not metrics:
+            print(f"itc-curves: error: no run can be drawn under {args.selection}", file=sys.stderr)
+            sys.exit(2)
     out = Path(args.out or args.dirs[0])
-    lines = series(with_subsamples(metrics) if args.subsample else metrics)
+    lines = series(with_subsamples(metrics, args.selection) if args.subsample else metrics)
     rows = table_rows(lines)
     csv_path, md_path = write_tables(rows, out)
-    pngs = plot(lines, out)
+    pngs = plot(lines, out, args.selection)
     print(md_path.read_text())
     print("wrote " + ", ".join(str(p) for p in [*pngs, md_path, csv_path]))
+    if args.log:
+        from itc.results_log import write_entry
+
+        rule = args.selection or "each run's configured rule"
+        body = f"Selection: {rule}. Runs: {', '.join(args.dirs)}.\n\n" + markdown_table(rows)
+        if skipped:
+            body += "\nLeft out (no PRM scores for this rule): " + ", ".join(skipped) + "\n"
+        argv_text = " ".join(sys.argv[1:] if argv is None else argv)
+        print(f"logged {write_entry(args.log, body, command=f'itc-curves {argv_text}')}")
 
 
 if __name__ == "__main__":
