@@ -33,7 +33,7 @@ install: $(STAMP)
 demo: install
 	$(BIN)/itc-build-toy
 	$(BIN)/itc-train-prm training.disable_tqdm=true
-	$(BIN)/itc-run -m name=$(DEMO_NAME) strategy=$(DEMO_STRATEGIES) n=$(DEMO_NS) prm=toy score_candidates=false
+	$(BIN)/itc-run -m name=$(DEMO_NAME) strategy=$(DEMO_STRATEGIES) n=$(DEMO_NS) prm=toy
 	$(BIN)/itc-curves multirun/$(DEMO_NAME)
 
 test: install

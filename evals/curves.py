@@ -55,9 +55,11 @@ def labels(metrics: list[dict[str, Any]]) -> list[str]:
     and is not already told by those shown before it (a PRM's aggregation by its name, a
     strategy's own knobs by the strategy)."""
     flats = [identity(m) for m in metrics]
-    text = lambda f, k: json.dumps(f.get(k), sort_keys=True, default=str)  # noqa: E731
-    order = lambda k: (_NAMES.index(k) if k in _NAMES else len(_NAMES), k)  # noqa: E731
-    keys = sorted(set().union(*flats) - _UNLABELLED, key=order)
+
+    def text(f: dict[str, Any], k: str) -> str:
+        return json.dumps(f.get(k), sort_keys=True, default=str)
+
+    keys = sorted(set().union(*flats) - _UNLABELLED, key=lambda k: (_NAMES.index(k) if k in _NAMES else 9, k))
     shown = ["strategy.name"]
     for k in keys:
         if k in shown or len({text(f, k) for f in flats}) < 2:
@@ -142,9 +144,7 @@ def table_rows(lines: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
     rows = []
     for label, points in lines.items():
         for m in points:
-            def per(key: str, fallback: str | None = None) -> float:
-                return round(m.get(key, m.get(fallback, 0) if fallback else 0) / max(1, m["num_problems"]), 1)
-
+            per = _per_problem(m)
             row = {
                 "strategy": label,
                 "n": m["n"],
@@ -165,6 +165,15 @@ def table_rows(lines: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
                 row[f"level_{lvl}"] = None if acc is None else round(acc, 4)
             rows.append(row)
     return rows
+
+
+def _per_problem(m: dict[str, Any]):
+    """``per(key, fallback)``: ``m[key]`` (else ``m[fallback]``) per problem, rounded."""
+
+    def per(key: str, fallback: str | None = None) -> float:
+        return round(m.get(key, m.get(fallback, 0) if fallback else 0) / max(1, m["num_problems"]), 1)
+
+    return per
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:

@@ -86,7 +86,10 @@ def summarize(records: list[dict[str, Any]], **header: Any) -> dict[str, Any]:
     for r in records:
         by_level[str(r.get("level"))].append(bool(r["correct"]))
     n = len(records)
-    total = lambda key, default=None: sum(r.get(key, r.get(default, 0) if default else 0) for r in records)  # noqa: E731
+
+    def total(key: str, fallback: str | None = None) -> int | float:
+        return sum(r.get(key, r.get(fallback, 0) if fallback else 0) for r in records)
+
     completion = total("completion_tokens")
     rules = list(records[0].get("correct_by_selection") or {}) if records else []
     rules = [rule for rule in rules if all(rule in (r.get("correct_by_selection") or {}) for r in records)]

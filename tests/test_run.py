@@ -140,8 +140,9 @@ def test_a_resume_with_a_retrained_prm_under_the_same_name_is_refused(tmp_path):
 
 def _run_dirs(*sweep: list[str]) -> list[str]:
     """hydra.sweep.subdir of each job, as Hydra composes it from configs/run.yaml."""
-    import itc.run_dir  # noqa: F401  (the resolvers, as itc-run registers them)
     from omegaconf import OmegaConf
+
+    import itc.run_dir  # noqa: F401  (the resolvers, as itc-run registers them)
 
     out = []
     for overrides in sweep:

@@ -398,6 +398,27 @@ def test_each_strategy_through_vllm_with_a_trained_prm(name, vllm_policy, vllm_p
 
 
 @pytest.mark.vllm
+def test_vllm_policy_reports_the_prompt_tokens_it_computed(vllm_policy):
+    """Each sample's request reports its prefix-cache hits (num_cached_tokens): a prompt sent
+    again is mostly read from the cache, and each of n samples is its own request."""
+    from strategies.accounting import Meter
+
+    steps = ["A+3 2+3=5, carrying the sum along", "B-1 5-1=4, then the next operation", "C*2 4*2=8"]
+    prompt = vllm_policy.format_prompt("Start at 2. Apply A+3, then B-1, then C*2, then D+7.", steps)
+    size = vllm_policy.count_tokens(prompt)
+    assert size > 64  # two full 32-token KV blocks at least
+    meter = Meter(1)
+    first = meter.generate(vllm_policy, [prompt], [0], n=3, one_step=True)[0]
+    again = meter.generate(vllm_policy, [prompt], [0], n=3, one_step=True)[0]
+    assert len(first) == len(again) == 3
+    assert all(0 < c.prompt_tokens_computed <= size for c in first + again)
+    assert all(c.prompt_tokens_computed < size - 32 for c in again)  # whole blocks from the cache
+    u = meter.usage[0]
+    assert u.prompt_tokens == 2 * size  # sent: once per prompt per call
+    assert u.prompt_tokens_computed == sum(c.prompt_tokens_computed for c in first + again)
+
+
+@pytest.mark.vllm
 def test_itc_run_with_a_search_strategy_writes_compute_accounting(tmp_path, vllm_policy, vllm_prm):
     import json
 
