@@ -441,10 +441,12 @@ def test_itc_run_with_a_search_strategy_writes_compute_accounting(tmp_path, vllm
         # each sample's request computes at least its prompt's last partial KV block, so a
         # problem solved in a step or two can compute more than its prompts' sizes
         assert r["prompt_tokens_computed"] > 0
-        assert 0 < r["prm_tokens_computed"] < r["prm_tokens"]  # scored prefixes read from the cache
+        assert 0 < r["prm_tokens_computed"] <= r["prm_tokens"]
         assert r["selection"] == "highest/min" and len(r["correct_by_selection"]) == 9
     assert metrics["prm_tokens"] == sum(r["prm_tokens"] for r in records)
     assert metrics["prompt_tokens_computed"] < metrics["prompt_tokens"]  # the beams' prefixes, cached
+    # (the test PRM's engine keeps 128-token KV blocks, longer than these inputs: nothing of
+    # them is cached; tests/test_prm_scoring.py checks the PRM's computed rows)
     assert metrics["accuracy"] == metrics["accuracy_by_selection"]["highest/min"]
     assert metrics["flops_per_problem"] == pytest.approx(
         sum(r["policy_flops"] + r["prm_flops"] for r in records) / 4
