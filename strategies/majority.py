@@ -1,4 +1,9 @@
-"""N sampled solutions, answers grouped by equivalence, the largest group wins."""
+"""N sampled solutions, answers grouped by equivalence, the largest group wins.
+
+Self-consistency (Wang et al. 2023): the samples are independent, so the first k of a run at
+N are a run at k (``itc-curves --subsample``). A sample cut off at the token limit votes with
+the answer it wrote, as in every selection (:mod:`strategies.selection`).
+"""
 
 from __future__ import annotations
 
