@@ -6,11 +6,11 @@ rollout; only the beam's own new step is kept. The rollouts' tokens, and the PRM
 spent scoring them, are counted. One unit of N is one beam, as in beam search, at about
 (1 + lookahead) times its step samples. ``lookahead=0`` is beam search.
 
-Compared with Snell et al. 2024 ("Scaling LLM test-time compute optimally...", section
-5.2): the same k-step rollout at temperature 0, with the rollout's tokens charged to the
-search. The paper scores a step by the PRM's prediction at the end of its rollout, which is
-this strategy under ``prm.aggregation=last``; another aggregation reads the whole path and
-rollout. search-and-learn's ``beam_search`` samples the lookahead steps but scores only the
+Compared with Snell et al. 2024 ("Scaling LLM Test-Time Compute Optimally can be More
+Effective than Scaling Model Parameters", lookahead search): the same k-step rollout at
+temperature 0, with the rollout's tokens charged to the search. The paper scores a step by
+the PRM's prediction at the end of its rollout, which is this strategy under
+``prm.aggregation=last``; another aggregation reads the whole path and rollout. search-and-learn's ``beam_search`` samples the lookahead steps but scores only the
 beam's own text (the lookahead then costs tokens and changes nothing); here the rollout is
 scored, as in the paper.
 """
