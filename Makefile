@@ -35,7 +35,7 @@ demo: install
 	$(BIN)/itc-train-prm training.disable_tqdm=true
 	# The curves are drawn even when the sweep fails after writing some runs (itc-curves names
 	# the missing ones); make still reports the sweep's failure.
-	status=0; $(BIN)/itc-run -m name=$(DEMO_NAME) strategy=$(DEMO_STRATEGIES) n=$(DEMO_NS) prm=toy score_candidates=false || status=$$?; \
+	status=0; $(BIN)/itc-run -m name=$(DEMO_NAME) strategy=$(DEMO_STRATEGIES) n=$(DEMO_NS) prm=toy || status=$$?; \
 	$(BIN)/itc-curves multirun/$(DEMO_NAME) && exit $$status
 
 test: install

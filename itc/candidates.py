@@ -34,7 +34,9 @@ def majority_choice(candidates: Sequence[Candidate], weights: Sequence[float] | 
     """Index of a representative of the heaviest equivalence class of answers.
 
     Unit weights give a plain majority vote; ties go to the class seen first.
-    Candidates with no answer never win.
+    Candidates with no answer never win; whether a candidate finished does not matter (a
+    sample cut off at the token limit votes with the answer it wrote), the one rule of every
+    selection (:mod:`strategies.selection`).
     """
     budget = GradingBudget()
     classes = group_by_equivalence([c.answer for c in candidates], budget=budget)

@@ -154,27 +154,45 @@ class ResultsStore:
 
 
 def summarize(records: list[dict[str, Any]], **header: Any) -> dict[str, Any]:
-    """Metrics over result records: accuracy overall and per level, tokens, time."""
+    """Metrics over result records: accuracy overall, per level and under every selection
+    rule the records hold, tokens sent and computed, FLOPs, time. Records written before
+    computed tokens were recorded count every token sent as computed."""
     by_level: dict[str, list[bool]] = defaultdict(list)
     for r in records:
         by_level[str(r.get("level"))].append(bool(r["correct"]))
     n = len(records)
-    total = lambda key: sum(r.get(key, 0) for r in records)  # noqa: E731
+
+    def total(key: str, fallback: str | None = None) -> int | float:
+        return sum(r.get(key, r.get(fallback, 0) if fallback else 0) for r in records)
+
     completion = total("completion_tokens")
+    rules = list(records[0].get("correct_by_selection") or {}) if records else []
+    rules = [rule for rule in rules if all(rule in (r.get("correct_by_selection") or {}) for r in records)]
+    selections = {r.get("selection") for r in records}
     return {
         **header,
+        "selection": selections.pop() if len(selections) == 1 else None,
         "num_problems": n,
         "num_correct": sum(bool(r["correct"]) for r in records),
         "accuracy": sum(bool(r["correct"]) for r in records) / n if n else 0.0,
         "accuracy_by_level": {
             lvl: sum(v) / len(v) for lvl, v in sorted(by_level.items(), key=lambda kv: kv[0])
         },
+        "accuracy_by_selection": {
+            rule: sum(bool(r["correct_by_selection"][rule]) for r in records) / n for rule in rules
+        },
         "problems_by_level": {lvl: len(v) for lvl, v in sorted(by_level.items())},
         "coverage": sum(any(c.get("correct") for c in r["candidates"]) for r in records) / n if n else 0.0,
         "prompt_tokens": total("prompt_tokens"),
+        "prompt_tokens_computed": total("prompt_tokens_computed", "prompt_tokens"),
         "completion_tokens": completion,
         "completion_tokens_per_problem": completion / n if n else 0.0,
         "prm_tokens": total("prm_tokens"),
+        "prm_tokens_computed": total("prm_tokens_computed", "prm_tokens"),
+        # PRM tokens itc-run spent scoring a non-PRM strategy's candidates for the record:
+        # not the strategy's compute, and not in its FLOPs
+        "scoring_prm_tokens": total("scoring_prm_tokens"),
+        "scoring_prm_tokens_computed": total("scoring_prm_tokens_computed"),
         "policy_flops": total("policy_flops"),
         "prm_flops": total("prm_flops"),
         "flops_per_problem": (total("policy_flops") + total("prm_flops")) / n if n else 0.0,

@@ -28,7 +28,9 @@ from itc.results import (
 )
 from itc.types import Problem, StrategyResult
 from strategies import build_strategy
+from strategies.accounting import score_usage
 from strategies.base import require_prm
+from strategies.selection import select_all
 
 log = logging.getLogger(__name__)
 
@@ -112,11 +114,16 @@ def to_record(
     wall_seconds: float,
     policy_parameters: int = 0,
     prm_parameters: int = 0,
+    scoring: tuple[int, int] = (0, 0),
 ) -> dict[str, Any]:
-    """The results.jsonl line for one problem; grades the candidates and the choice.
+    """The results.jsonl line for one problem; grades the candidates, the choice, and the
+    choice under every selection rule (``correct_by_selection``; the PRM rules when the
+    candidates are scored).
 
-    FLOPs are estimated as 2 x parameters x tokens (prompt and completion tokens for the
-    policy, scored input tokens for the PRM)."""
+    FLOPs are estimated as 2 x parameters x tokens computed (prompt tokens the engine did not
+    read from its prefix cache plus completion tokens for the policy, PRM input tokens
+    computed for the PRM). ``scoring``: the PRM tokens (sent, computed) that itc-run spent
+    scoring a non-PRM strategy's candidates for the record, kept apart from its compute."""
     candidates = []
     budget = GradingBudget()  # grading one problem's candidates is bounded in time
     for cand in result.candidates:
@@ -125,6 +132,7 @@ def to_record(
     chosen_correct = result.chosen_answer is not None and budget.equivalent(
         result.chosen_answer, problem.answer
     )
+    by_rule = select_all(result.candidates, result.among)
     exact_only = budget.exhausted or any(c.meta.get(EXACT_STRING_FALLBACK) for c in result.candidates)
     return {
         "problem_id": problem.id,
@@ -135,11 +143,20 @@ def to_record(
         "chosen_index": result.chosen_index,
         "chosen_answer": result.chosen_answer,
         "correct": chosen_correct,
+        "selection": result.selection,
+        "correct_by_selection": {
+            rule: k is not None and bool(result.candidates[k].correct) for rule, k in by_rule.items()
+        },
+        "among": result.among,
         "prompt_tokens": result.prompt_tokens,
+        "prompt_tokens_computed": result.prompt_tokens_computed,
         "completion_tokens": result.completion_tokens,
         "prm_tokens": result.prm_tokens,
-        "policy_flops": 2 * policy_parameters * (result.prompt_tokens + result.completion_tokens),
-        "prm_flops": 2 * prm_parameters * result.prm_tokens,
+        "prm_tokens_computed": result.prm_tokens_computed,
+        "scoring_prm_tokens": scoring[0],
+        "scoring_prm_tokens_computed": scoring[1],
+        "policy_flops": 2 * policy_parameters * (result.prompt_tokens_computed + result.completion_tokens),
+        "prm_flops": 2 * prm_parameters * result.prm_tokens_computed,
         "wall_seconds": round(wall_seconds, 4),
         "candidates": candidates,
         "meta": result.meta,
@@ -147,14 +164,24 @@ def to_record(
     }
 
 
-def _score_unscored(prm: Any, problems: list[Problem], results: list[StrategyResult]) -> None:
-    """PRM scores for candidates the strategy left unscored, in one batched call."""
+def _score_unscored(prm: Any, problems: list[Problem], results: list[StrategyResult]) -> list[tuple[int, int]]:
+    """PRM scores for candidates the strategy left unscored, in one batched call; the PRM
+    tokens (sent, computed) this spent on each problem."""
     todo = [
-        (p, [c for c in r.candidates if c.step_scores is None]) for p, r in zip(problems, results)
+        (k, [c for c in r.candidates if c.step_scores is None]) for k, r in enumerate(results)
     ]
-    todo = [(p, cands) for p, cands in todo if cands]
+    todo = [(k, cands) for k, cands in todo if cands]
+    spent = [(0, 0)] * len(results)
     if todo:
-        prm.score_candidates([p.problem for p, _ in todo], [cands for _, cands in todo])
+        scores, sent, computed = score_usage(
+            prm, [problems[k].problem for k, _ in todo], [[c.steps for c in cands] for _, cands in todo]
+        )
+        for (k, cands), per_problem, s, c in zip(todo, scores, sent, computed):
+            spent[k] = (s, c)
+            for cand, step_scores in zip(cands, per_problem):
+                cand.step_scores = step_scores
+                cand.score = prm.aggregate(step_scores)
+    return spent
 
 
 def _check_prompts(policy: Policy, problems: list[Problem]) -> set[str]:
@@ -238,12 +265,13 @@ def run_experiment(
                 per_problem = (time.perf_counter() - t0) / len(batch)
                 batch = [p for p, _ in done]
                 results = [r for _, r in done]
+                scoring = [(0, 0)] * len(batch)
                 if prm is not None and cfg.get("score_candidates", True) and batch:
                     # for the record only: not counted as the strategy's compute
-                    _score_unscored(prm, batch, results)
+                    scoring = _score_unscored(prm, batch, results)
                 sizes = (policy.num_parameters, prm.num_parameters if prm is not None else 0)
-                for problem, result in zip(batch, results):
-                    record = to_record(problem, result, per_problem, *sizes)
+                for problem, result, spent in zip(batch, results, scoring):
+                    record = to_record(problem, result, per_problem, *sizes, scoring=spent)
                     record["truncated_by_context"] = problem.id in truncated
                     if not recorded:
                         _record_run(run_dir, cfg, ident)
@@ -266,6 +294,7 @@ def run_experiment(
         n=strategy.n,
         policy=cfg.policy.name,
         dataset=cfg.dataset.name,
+        prm=cfg.prm.name if cfg.get("prm") is not None else None,
         seed=cfg.seed,
     )
     write_json_atomic(run_dir / METRICS_FILE, metrics)

@@ -32,6 +32,9 @@ class Completion:
     # delimiter or ran out of tokens.
     finished: bool
     finish_reason: str  # "eos", "step", "length"
+    # Prompt tokens the engine computed for this sample's request (the rest it read from its
+    # prefix cache); None when the backend does not say, and then the whole prompt counts.
+    prompt_tokens_computed: int | None = None
 
 
 @dataclass
@@ -60,9 +63,16 @@ class StrategyResult:
     candidates: list[Candidate]
     chosen_index: int | None
     chosen_answer: str | None
-    # Compute spent on this problem: tokens sent to the policy (each prompt counted once per
-    # call), tokens it generated (kept or pruned), and PRM input tokens scored.
+    # Compute spent on this problem: tokens sent to the policy (each prompt once per sample's
+    # request) and those the engine computed (not read from its prefix cache), tokens it
+    # generated (kept or pruned), and PRM input tokens sent and computed.
     prompt_tokens: int = 0
     completion_tokens: int = 0
     prm_tokens: int = 0
+    prompt_tokens_computed: int = 0
+    prm_tokens_computed: int = 0
+    # The final selection rule that chose (``majority``, ``highest/last``, ...), and the
+    # candidates it could choose from (None: all of them).
+    selection: str = "majority"
+    among: list[int] | None = None
     meta: dict[str, Any] = field(default_factory=dict)

@@ -1,6 +1,7 @@
 """Strategies that turn test-time compute into accuracy (``strategy=<name>`` in itc-run)."""
 
-from strategies.base import Strategy, make_candidate
+from itc.candidates import make_candidate
+from strategies.base import Strategy
 
 __all__ = ["Strategy", "make_candidate"]
 

@@ -2,6 +2,7 @@
 
 One unit of N is one full sampled solution. The samples are independent, so the first k of
 a run at N are a valid run at k (``evals.subsample`` draws every smaller N from one run).
+As in search-and-learn's ``best_of_n``, with the selection a separate stage.
 """
 
 from __future__ import annotations
@@ -10,41 +11,29 @@ from collections.abc import Sequence
 from typing import Any
 
 from itc.policy import Policy
-from itc.types import Problem, StrategyResult
+from itc.types import Problem
 from strategies.accounting import Meter
-from strategies.base import make_candidate, require_prm
-from strategies.selection import PRMStrategy, select
+from itc.candidates import make_candidate
+from strategies.base import Found
+from strategies.selection import PRMStrategy
 from strategies.steps import zero_false_equations
 
 
 class BestOfN(PRMStrategy):
     name = "best_of_n"
 
-    def __init__(
-        self,
-        n: int = 4,
-        temperature: float | None = None,
-        aggregation: str = "min",
-        selection: str = "weighted_majority",
-        check_equations: bool = False,
-    ) -> None:
-        super().__init__(n, temperature, aggregation, selection, check_equations)
+    def __init__(self, n: int = 4, **settings: Any) -> None:
+        super().__init__(n, **settings)
 
-    def run(self, problems: Sequence[Problem], policy: Policy, prm: Any = None) -> list[StrategyResult]:
-        require_prm(prm, self.name)
-        meter = Meter(len(problems))
+    def search(self, problems: Sequence[Problem], policy: Policy, prm: Any, meter: Meter) -> list[Found]:
+        s = self.settings
         prompts = [policy.format_prompt(p.problem) for p in problems]
-        outputs = meter.generate(
-            policy, prompts, range(len(problems)), n=self.n, temperature=self.temperature
-        )
+        outputs = meter.generate(policy, prompts, range(len(problems)), n=self.n, temperature=s.temperature)
         cands = [[make_candidate(c.text, policy.step_delimiter, c) for c in outs] for outs in outputs]
         scores = meter.score(
             prm, [p.problem for p in problems], [[c.steps for c in cs] for cs in cands], range(len(problems))
         )
-        results = []
-        for i, problem in enumerate(problems):
-            for c, s in zip(cands[i], scores[i]):
-                c.step_scores = zero_false_equations(c.steps, s) if self.check_equations else s
-            chosen = select(cands[i], self.selection, self.aggregation)
-            results.append(self.result(problem, cands[i], chosen, usage=meter.usage[i]))
-        return results
+        for cs, per_problem in zip(cands, scores):
+            for c, sc in zip(cs, per_problem):
+                c.step_scores = zero_false_equations(c.steps, sc) if s.check_equations else sc
+        return [Found(cs) for cs in cands]

@@ -6,8 +6,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from itc.policy import Policy
-from itc.types import Problem, StrategyResult
-from strategies.base import Strategy, make_candidate
+from itc.types import Problem
+from strategies.accounting import Meter
+from itc.candidates import make_candidate
+from strategies.base import Found, Strategy
 
 
 class Greedy(Strategy):
@@ -16,11 +18,7 @@ class Greedy(Strategy):
     def __init__(self, n: int = 1) -> None:
         super().__init__(1)
 
-    def run(self, problems: Sequence[Problem], policy: Policy, prm: Any = None) -> list[StrategyResult]:
+    def search(self, problems: Sequence[Problem], policy: Policy, prm: Any, meter: Meter) -> list[Found]:
         prompts = [policy.format_prompt(p.problem) for p in problems]
-        outputs = policy.generate(prompts, n=1, temperature=0.0)
-        results = []
-        for problem, prompt, (completion,) in zip(problems, prompts, outputs):
-            cand = make_candidate(completion.text, policy.step_delimiter, completion)
-            results.append(self.result(problem, [cand], 0, policy.count_tokens(prompt)))
-        return results
+        outputs = meter.generate(policy, prompts, range(len(problems)), n=1, temperature=0.0)
+        return [Found([make_candidate(c.text, policy.step_delimiter, c)]) for (c,) in outputs]

@@ -1,9 +1,18 @@
 """Lookahead search: beam search whose candidate steps are judged by where they lead.
 
-Each open beam is rolled out ``lookahead`` more steps at temperature 0 and ranked by the
-aggregated PRM score of the rollout; only the beam's own new step is kept. The rollouts'
-tokens, and the PRM tokens spent scoring them, are counted. One unit of N is one beam, as in
-beam search, at about (1 + lookahead) times its step samples.
+Each open beam is rolled out ``lookahead`` more steps at temperature 0 (stopping early where
+the rollout ends) and ranked by the PRM's aggregation of the step scores of the path and its
+rollout; only the beam's own new step is kept. The rollouts' tokens, and the PRM tokens
+spent scoring them, are counted. One unit of N is one beam, as in beam search, at about
+(1 + lookahead) times its step samples. ``lookahead=0`` is beam search.
+
+Compared with Snell et al. 2024 ("Scaling LLM Test-Time Compute Optimally can be More
+Effective than Scaling Model Parameters", lookahead search): the same k-step rollout at
+temperature 0, with the rollout's tokens charged to the search. The paper scores a step by
+the PRM's prediction at the end of its rollout, which is this strategy under
+``prm.aggregation=last``; another aggregation reads the whole path and rollout. search-and-learn's ``beam_search`` samples the lookahead steps but scores only the
+beam's own text (the lookahead then costs tokens and changes nothing); here the rollout is
+scored, as in the paper.
 """
 
 from __future__ import annotations
@@ -39,7 +48,7 @@ class Lookahead(BeamSearch):
                 if children:
                     rollouts[k] = children[0]
         extended = [r for r, b in zip(rollouts, beams) if len(r.steps) > len(b.steps)]
-        score(meter, prm, problems, extended, self.check_equations)
+        score(meter, prm, problems, extended, self.settings.check_equations)
         for b, r in zip(beams, rollouts):
-            b.meta["rank"] = aggregate(r.step_scores, self.aggregation)
+            b.meta["rank"] = aggregate(r.step_scores, prm.aggregation)
             b.meta["lookahead_steps"] = len(r.steps) - len(b.steps)

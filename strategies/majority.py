@@ -1,4 +1,9 @@
-"""N sampled solutions, answers grouped by equivalence, the largest group wins."""
+"""N sampled solutions, answers grouped by equivalence, the largest group wins.
+
+Self-consistency (Wang et al. 2023): the samples are independent, so the first k of a run at
+N are a run at k (``itc-curves --subsample``). A sample cut off at the token limit votes with
+the answer it wrote, as in every selection (:mod:`strategies.selection`).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from itc.policy import Policy
-from itc.types import Problem, StrategyResult
-from strategies.base import Strategy, majority_choice, make_candidate
+from itc.types import Problem
+from strategies.accounting import Meter
+from itc.candidates import make_candidate
+from strategies.base import Found, Strategy
 
 
 class MajorityVote(Strategy):
@@ -17,13 +24,7 @@ class MajorityVote(Strategy):
         super().__init__(n)
         self.temperature = temperature  # None: the policy's sampling temperature
 
-    def run(self, problems: Sequence[Problem], policy: Policy, prm: Any = None) -> list[StrategyResult]:
+    def search(self, problems: Sequence[Problem], policy: Policy, prm: Any, meter: Meter) -> list[Found]:
         prompts = [policy.format_prompt(p.problem) for p in problems]
-        outputs = policy.generate(prompts, n=self.n, temperature=self.temperature)
-        results = []
-        for problem, prompt, completions in zip(problems, prompts, outputs):
-            cands = [make_candidate(c.text, policy.step_delimiter, c) for c in completions]
-            results.append(
-                self.result(problem, cands, majority_choice(cands), policy.count_tokens(prompt))
-            )
-        return results
+        outputs = meter.generate(policy, prompts, range(len(problems)), n=self.n, temperature=self.temperature)
+        return [Found([make_candidate(c.text, policy.step_delimiter, c) for c in outs]) for outs in outputs]

@@ -2,13 +2,21 @@
 
 Each simulation, for every problem at once: walk from the root to a leaf by PUCT
 (``Q + c_puct * P * sqrt(N_parent) / (1 + N_child)``), sample ``children`` next steps from the
-leaf, and value each new child by the PRM: the aggregated score of its path, or with
-``rollouts`` > 0 the mean aggregated score of that many sampled completions from it (each
-rollout is also a finished candidate). Values are backed up to the root. Several samples
-of the same step become one child whose prior P is the share of samples that chose it.
-The answer is chosen among finished nodes and rollouts; unfinished paths never are.
+leaf, and value each new child by the PRM: the aggregated score of its path (the PRM's
+aggregation), or with ``rollouts`` > 0 the mean aggregated score of that many sampled
+completions from it (each rollout is also a candidate). Values are backed up to the root.
+Several samples of the same step become one child whose prior P is the share of samples
+that chose it. A dead child (an empty or over-long step, or a prompt that no longer fits)
+is valued 0 and never walked to again; a node whose children are all dead is dead itself.
+The candidates are the finished nodes and the rollouts; open paths never are.
 
 One unit of N is one simulation: ``children`` step samples (and their rollouts) per problem.
+
+Compared with the PUCT of AlphaZero (Silver et al. 2017), as used for LLM reasoning (e.g.
+ReST-MCTS*, rStar): the same selection formula, with the policy's sample shares as priors
+and the PRM (or PRM-scored rollouts) in place of a value network; one leaf per problem is
+expanded per simulation (no virtual loss, no parallel leaves). A finished node walked to
+again backs up its value once more, as a terminal state does in AlphaZero.
 """
 
 from __future__ import annotations
@@ -19,11 +27,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from itc.policy import Policy
-from itc.types import Problem, StrategyResult
+from itc.types import Problem
 from prm.scoring.aggregate import aggregate
 from strategies.accounting import Meter
-from strategies.base import require_prm
-from strategies.selection import PRMStrategy, select
+from strategies.base import Found
+from strategies.selection import PRMStrategy
 from strategies.steps import Partial, extend, score
 
 
@@ -52,12 +60,9 @@ class MCTS(PRMStrategy):
         rollouts: int = 1,
         c_puct: float = 1.0,
         max_depth: int = 40,
-        temperature: float | None = None,
-        aggregation: str = "min",
-        selection: str = "weighted_majority",
-        check_equations: bool = False,
+        **settings: Any,
     ) -> None:
-        super().__init__(n, temperature, aggregation, selection, check_equations)
+        super().__init__(n, **settings)
         if children < 1 or rollouts < 0 or max_depth < 1:
             raise ValueError("mcts needs children >= 1, rollouts >= 0 and max_depth >= 1")
         self.children = children
@@ -66,20 +71,19 @@ class MCTS(PRMStrategy):
         self.max_depth = max_depth
 
     def puct_leaf(self, tree: list[Node]) -> int:
-        """The leaf PUCT walks to from the root."""
+        """The leaf PUCT walks to from the root, past dead children."""
         k = 0
-        while tree[k].children:
+        while live := [c for c in tree[k].children if not tree[c].partial.dead]:
             parent = tree[k]
             k = max(
-                parent.children,
+                live,
                 key=lambda c: tree[c].q
                 + self.c_puct * tree[c].prior * math.sqrt(parent.visits) / (1 + tree[c].visits),
             )
         return k
 
-    def run(self, problems: Sequence[Problem], policy: Policy, prm: Any = None) -> list[StrategyResult]:
-        require_prm(prm, self.name)
-        meter = Meter(len(problems))
+    def search(self, problems: Sequence[Problem], policy: Policy, prm: Any, meter: Meter) -> list[Found]:
+        s = self.settings
         trees = [[Node(Partial(i), None)] for i in range(len(problems))]
         rollouts: list[list[Partial]] = [[] for _ in problems]
         for _ in range(self.n):
@@ -91,32 +95,30 @@ class MCTS(PRMStrategy):
                     grow.append((i, k))
                 else:  # a finished (or dead) leaf: its value is known, back it up again
                     again.append((i, k, node.q))
-            kids = extend(meter, policy, problems, [trees[i][k].partial for i, k in grow], self.children, self.temperature)
+            kids = extend(meter, policy, problems, [trees[i][k].partial for i, k in grow], self.children, s.temperature)
             new: list[tuple[int, int]] = []
             for (i, k), children in zip(grow, kids):
                 new += self._add_children(trees[i], k, children)
-            if not any(kids):  # every leaf's prompt was full: nothing left to search
-                for i, k in grow:
+                if not children:  # its prompt no longer fits (extend marked it dead)
                     again.append((i, k, 0.0))
-            score(meter, prm, problems, [trees[i][c].partial for i, c in new], self.check_equations)
+            score(meter, prm, problems, [trees[i][c].partial for i, c in new], s.check_equations)
             values = self._values(meter, policy, prm, problems, trees, new, rollouts)
             for (i, c), v in zip(new, values):
                 self._backup(trees[i], c, v)
             for i, k, v in again:
                 self._backup(trees[i], k, v)
-        results = []
-        for i, problem in enumerate(problems):
+        out = []
+        for i in range(len(problems)):
             nodes = [n.partial for n in trees[i][1:] if n.partial.finished]
             cands = [p.to_candidate(policy.step_delimiter, source="tree") for p in nodes]
             cands += [p.to_candidate(policy.step_delimiter, source="rollout") for p in rollouts[i]]
-            chosen = select(cands, self.selection, self.aggregation)
             tree = [
                 {"id": j, "parent": n.parent, "step": n.partial.steps[-1] if n.partial.steps else "",
-                 "visits": n.visits, "value": round(n.q, 4), "samples": n.samples}
+                 "visits": n.visits, "value": round(n.q, 4), "samples": n.samples, "dead": n.partial.dead}
                 for j, n in enumerate(trees[i])
             ]
-            results.append(self.result(problem, cands, chosen, usage=meter.usage[i], tree=tree))
-        return results
+            out.append(Found(cands, meta={"tree": tree}))
+        return out
 
     def _add_children(self, tree: list[Node], k: int, children: list[Partial]) -> list[tuple[int, int]]:
         """Merge identical samples into one child each; priors are sample shares."""
@@ -132,23 +134,28 @@ class MCTS(PRMStrategy):
             tree[k].children.append(len(tree) - 1)
         for c in tree[k].children:
             tree[c].prior = tree[c].samples / max(1, len(children))
+        if children and all(tree[c].partial.dead for c in tree[k].children):
+            tree[k].partial.dead = True  # nowhere left to go from here
         return [(owner, c) for c in by_text.values()]
 
     def _values(
         self, meter: Meter, policy: Policy, prm: Any, problems: Sequence[Problem],
         trees: list[list[Node]], new: list[tuple[int, int]], rollouts: list[list[Partial]],
     ) -> list[float]:
-        values = [aggregate(trees[i][c].partial.step_scores, self.aggregation) for i, c in new]
+        agg = prm.aggregation
+        values = [
+            0.0 if trees[i][c].partial.dead else aggregate(trees[i][c].partial.step_scores, agg) for i, c in new
+        ]
         todo = [j for j, (i, c) in enumerate(new) if trees[i][c].partial.open]
         if not self.rollouts or not todo:
             return values
         parents = [trees[new[j][0]][new[j][1]].partial for j in todo]
-        outs = extend(meter, policy, problems, parents, self.rollouts, self.temperature, whole=True)
-        score(meter, prm, problems, [r for rs in outs for r in rs], self.check_equations)
+        outs = extend(meter, policy, problems, parents, self.rollouts, self.settings.temperature, whole=True)
+        score(meter, prm, problems, [r for rs in outs for r in rs], self.settings.check_equations)
         for j, rs in zip(todo, outs):
             if rs:
-                values[j] = sum(aggregate(r.step_scores, self.aggregation) for r in rs) / len(rs)
-                rollouts[new[j][0]] += [r for r in rs if r.finished]
+                values[j] = sum(aggregate(r.step_scores, agg) for r in rs) / len(rs)
+                rollouts[new[j][0]] += rs
         return values
 
     @staticmethod

@@ -16,6 +16,14 @@ How a rewrite is asked for (``mode``):
   and asks for a new solution, for instruction-following policies.
 
 One unit of N is one chain (1 to 1 + ``rounds`` solutions).
+
+Compared with the papers it draws on: Snell et al. 2024 revise sequentially with a model
+fine-tuned to revise (previous attempts in its context) and choose across the revisions of
+each chain by verifier or majority; ``revise`` mode prompts an untuned model with the
+attempt and the verifier's feedback instead, in the manner of Self-Refine (Madaan et al.
+2023) with an external verifier. ``backtrack`` is PRM-guided resampling from the first
+doubted step, closer to step-level rejection sampling than to reflection. The final choice
+is among each chain's last round only (``among``), not across all rounds.
 """
 
 from __future__ import annotations
@@ -26,10 +34,10 @@ from typing import Any
 from itc.grading import extract_boxed
 from itc.grading.equations import false_equation
 from itc.policy import Policy
-from itc.types import Problem, StrategyResult
+from itc.types import Problem
 from strategies.accounting import Meter
-from strategies.base import require_prm
-from strategies.selection import PRMStrategy, select
+from strategies.base import Found
+from strategies.selection import PRMStrategy
 from strategies.steps import Partial, extend, score
 
 MODES = ("backtrack", "revise")
@@ -62,13 +70,10 @@ class SelfReflection(PRMStrategy):
         rounds: int = 2,
         threshold: float = 0.5,
         mode: str = "backtrack",
-        temperature: float | None = None,
-        aggregation: str = "min",
-        selection: str = "weighted_majority",
         feedback_template: str = FEEDBACK_TEMPLATE,
-        check_equations: bool = False,
+        **settings: Any,
     ) -> None:
-        super().__init__(n, temperature, aggregation, selection, check_equations)
+        super().__init__(n, **settings)
         if mode not in MODES:
             raise ValueError(f"mode {mode!r} is not one of {', '.join(MODES)}")
         if rounds < 0:
@@ -78,18 +83,16 @@ class SelfReflection(PRMStrategy):
         self.mode = mode
         self.feedback_template = feedback_template
 
-    def run(self, problems: Sequence[Problem], policy: Policy, prm: Any = None) -> list[StrategyResult]:
-        require_prm(prm, self.name)
-        meter = Meter(len(problems))
+    def search(self, problems: Sequence[Problem], policy: Policy, prm: Any, meter: Meter) -> list[Found]:
         roots = [Partial(i) for i in range(len(problems))]
-        first = extend(meter, policy, problems, roots, self.n, self.temperature, whole=True)
+        first = extend(meter, policy, problems, roots, self.n, self.settings.temperature, whole=True)
         latest = []
         for kids in first:
             for c, p in enumerate(kids):
                 p.meta = {"chain": c, "round": 0}
                 latest.append(p)
         history = list(latest)
-        score(meter, prm, problems, latest, self.check_equations)
+        score(meter, prm, problems, latest, self.settings.check_equations)
         for r in range(1, self.rounds + 1):
             todo = []
             for p in latest:
@@ -100,7 +103,7 @@ class SelfReflection(PRMStrategy):
             if not todo:
                 break
             revised = self._revise(meter, policy, problems, todo)
-            score(meter, prm, problems, revised, self.check_equations)
+            score(meter, prm, problems, revised, self.settings.check_equations)
             for old, new in zip(todo, revised):
                 new.meta = {"chain": old.meta["chain"], "round": r}
                 history.append(new)
@@ -109,16 +112,15 @@ class SelfReflection(PRMStrategy):
                 by_chain[(new.owner, new.meta["chain"])] = new
             latest = list(by_chain.values())
         last_round = {(p.owner, p.meta["chain"]): p.meta["round"] for p in latest}
-        results = []
-        for i, problem in enumerate(problems):
+        out = []
+        for i in range(len(problems)):
             mine = sorted((p for p in history if p.owner == i), key=lambda p: (p.meta["chain"], p.meta["round"]))
             cands = [p.to_candidate(policy.step_delimiter) for p in mine]
             for c in cands:
                 c.meta["final"] = last_round[(i, c.meta["chain"])] == c.meta["round"]
             finals = [k for k, c in enumerate(cands) if c.meta["final"]]
-            chosen = select(cands, self.selection, self.aggregation, among=finals)
-            results.append(self.result(problem, cands, chosen, usage=meter.usage[i], mode=self.mode))
-        return results
+            out.append(Found(cands, among=finals, meta={"mode": self.mode}))
+        return out
 
     def _revise(self, meter: Meter, policy: Policy, problems: Sequence[Problem], doubted: list[Partial]) -> list[Partial]:
         """One rewrite of each doubted solution (a dead one if the prompt no longer fits)."""
@@ -138,7 +140,7 @@ class SelfReflection(PRMStrategy):
                 )
                 for p in doubted
             ]
-        kids = extend(meter, policy, problems, parents, 1, self.temperature, whole=True, prompts=prompts)
+        kids = extend(meter, policy, problems, parents, 1, self.settings.temperature, whole=True, prompts=prompts)
         out = []
         for parent, children in zip(parents, kids):
             if children:

@@ -13,7 +13,7 @@ from itc.grading.equations import false_equation
 from itc.policy import Policy, PromptTooLongError
 from itc.types import Candidate, Problem
 from strategies.accounting import Meter
-from strategies.base import make_candidate
+from itc.candidates import make_candidate
 
 BOXED = "\\boxed"
 

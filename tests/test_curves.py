@@ -75,3 +75,77 @@ def test_subsampling_one_best_of_n_run_gives_the_smaller_n(tmp_path, capsys):
     curves_main([str(tmp_path / "sweep"), "--subsample"])
     out = capsys.readouterr().out
     assert "| best_of_n | 1 | 0.000 |" in out and "| best_of_n | 4 | 1.000 |" in out
+
+
+def _run(dirpath, strategy, n, prm, records, aggregation="min", selection="weighted_majority/min", **strategy_cfg):
+    """A run folder as itc-run writes it: run_config.json, results.jsonl, metrics.json."""
+    from itc.results import summarize
+
+    dirpath.mkdir(parents=True)
+    config = {"policy": {"name": "toy"}, "dataset": {"name": "toy"}, "seed": 0,
+              "strategy": {"name": strategy, "n": n, **strategy_cfg},
+              "prm": None if prm is None else {"name": prm, "model": prm, "aggregation": aggregation}}
+    (dirpath / "run_config.json").write_text(json.dumps(config))
+    (dirpath / "results.jsonl").write_text("".join(json.dumps({**r, "selection": selection}) + "\n" for r in records))
+    metrics = summarize([{**r, "selection": selection} for r in records], strategy=strategy, n=n, policy="toy", dataset="toy", prm=prm, seed=0)
+    (dirpath / "metrics.json").write_text(json.dumps(metrics))
+
+
+def _record(cands, correct, by_selection=None):
+    """cands: (answer, correct, step scores)."""
+    rec = {
+        "problem_id": "p", "level": 1, "correct": correct, "prompt_tokens": 10, "completion_tokens": 40,
+        "prm_tokens": 8, "wall_seconds": 1.0,
+        "candidates": [{"text": "", "steps": ["s"] * len(s or [1]), "answer": a, "completion_tokens": 10, "finished": True,
+                        "step_scores": s, "score": None, "correct": ok, "meta": {}} for a, ok, s in cands],
+    }
+    if by_selection is not None:
+        rec["correct_by_selection"] = by_selection
+    return rec
+
+
+CANDS = [("3", False, [0.9, 0.2]), ("5", True, [0.6]), ("3", False, [0.5])]  # highest/last: "5"; majority: "3"
+
+
+def test_lines_are_labelled_by_what_differs_between_the_runs(tmp_path, capsys):
+    from evals.curves import labels
+
+    sweep = tmp_path / "cmp"
+    _run(sweep / "a", "best_of_n", 4, "toy", [_record(CANDS, False)])
+    _run(sweep / "b", "best_of_n", 4, "toy-orm", [_record(CANDS, True)], aggregation="last")
+    _run(sweep / "c", "beam_search", 4, "toy", [_record(CANDS, True)], beam_width=2)
+    _run(sweep / "d", "beam_search", 4, "toy", [_record(CANDS, True)], beam_width=4)
+    metrics = collect_metrics([sweep])
+    assert labels(metrics) == [
+        "best_of_n prm=toy", "best_of_n prm=toy-orm", "beam_search prm=toy beam_width=2", "beam_search prm=toy beam_width=4"
+    ]  # the PRM's aggregation follows from its name, and is not repeated
+    assert len(series(metrics)) == 4
+    curves_main([str(sweep)])
+    out = capsys.readouterr().out
+    assert "| best_of_n prm=toy | 4 | 0.000 |" in out and "| best_of_n prm=toy-orm | 4 | 1.000 |" in out
+
+
+def test_curves_draw_every_run_under_one_selection_rule_and_log_the_table(tmp_path, capsys, monkeypatch):
+    sweep = tmp_path / "demo"
+    # recorded by itc-run: every rule per record
+    _run(sweep / "bon", "best_of_n", 3, "toy", [_record(CANDS, False, {"majority": False, "highest/last": True})])
+    # recorded before the rules were: chosen again from the candidates' scores
+    _run(sweep / "beam", "beam_search", 3, "toy", [_record(CANDS, True)], selection="highest/last")
+    unscored = _record([(a, ok, None) for a, ok, _ in CANDS], False)
+    _run(sweep / "maj", "majority", 3, None, [unscored], selection="majority")
+    log = tmp_path / "log"
+    monkeypatch.setenv("ITC_RESULTS_LOG", str(log))
+    curves_main([str(sweep), "--selection", "highest/last", "--log", "demo under one rule"])
+    captured = capsys.readouterr()
+    assert "| best_of_n | 3 | 1.000 | highest/last |" in captured.out
+    assert "| beam_search | 3 | 1.000 | highest/last |" in captured.out
+    (entry,) = log.glob("*.md")
+    text = entry.read_text()
+    assert "Selection: highest/last" in text and "itc-curves" in text and "| best_of_n |" in text
+    assert "maj" in captured.err and "left out" in captured.err  # no PRM scores for that rule
+    curves_main([str(sweep), "--selection", "majority"])
+    out = capsys.readouterr().out
+    assert "| best_of_n | 3 | 0.000 | majority |" in out and "| majority | 3 | 0.000 | majority |" in out
+    with pytest.raises(SystemExit) as e:
+        curves_main([str(sweep), "--selection", "best"])
+    assert e.value.code == 2

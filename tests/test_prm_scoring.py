@@ -361,15 +361,21 @@ def test_vllm_scores_only_new_steps_from_its_prefix_cache(vllm_prms, hf_prms, fm
         return outputs
 
     monkeypatch.setattr(prm.llm, "encode", recording)
-    tails, tokens = prm.score_with_usage([PROBLEMS[0]], [[steps, steps[:5]]], known=[[5, 5]])
+    tails, tokens, rows = prm.score_with_usage([PROBLEMS[0]], [[steps, steps[:5]]], known=[[5, 5]])
     full = hf_prms[fmt].score([PROBLEMS[0]], [[steps]])[0][0]
     assert tails[0][1] == [] and len(tails[0][0]) == 2
     assert tails[0][0] == pytest.approx(full[5:], abs=1e-3)
     assert computed and all(rows < sent for sent, rows in computed)
-    assert tokens == [sum(sent for sent, _ in computed)]  # whole inputs are counted
-    # every score wanted while the cache holds most of the input: scored again without it
-    again = prm.score_with_usage([PROBLEMS[0]], [[steps]], known=[[0]])[0][0][0]
-    assert again == pytest.approx(full, abs=1e-3)
+    assert tokens == [sum(sent for sent, _ in computed)]  # whole inputs are sent
+    assert rows == [sum(r for _, r in computed)] and rows[0] < tokens[0]  # the rows vLLM computed
+    _, hf_sent, hf_rows = hf_prms[fmt].score_with_usage([PROBLEMS[0]], [[steps]], known=[[5]])
+    assert hf_rows == hf_sent == [computed[0][0]]  # no prefix cache: every token computed
+    # every score wanted while the cache holds most of the input: scored again without it,
+    # and the second pass is counted too
+    computed.clear()
+    again, sent, rows = prm.score_with_usage([PROBLEMS[0]], [[steps]], known=[[0]])
+    assert again[0][0] == pytest.approx(full, abs=1e-3)
+    assert len(computed) == 2 and sent == [2 * computed[0][0]] and rows == [sum(r for _, r in computed)]
     with pytest.raises(ValueError, match="known=8"):
         prm.score_with_usage([PROBLEMS[0]], [[steps]], known=[[8]])
 
@@ -390,6 +396,10 @@ def test_itc_run_scores_every_candidate_with_the_selected_prm(tmp_path, vllm_pol
         for cand in rec["candidates"]:
             assert len(cand["step_scores"]) == len(cand["steps"])
             assert 0.0 <= cand["score"] <= 1.0
+        # scored for the record, reported apart from the strategy's compute
+        assert rec["prm_tokens"] == rec["prm_flops"] == 0 and rec["scoring_prm_tokens"] > 0
+        assert rec["scoring_prm_tokens_computed"] == rec["scoring_prm_tokens"]  # transformers: all of it
+        assert len(rec["correct_by_selection"]) == 9 and rec["selection"] == "majority"
     assert compose_run([]).get("prm") is None  # no PRM unless one is selected
 
     # score_candidates=false: majority's candidates stay unscored (the demo's sweep)
@@ -397,3 +407,4 @@ def test_itc_run_scores_every_candidate_with_the_selected_prm(tmp_path, vllm_pol
     run_experiment(off, tmp_path / "off", policy=vllm_policy, prm=hf_prms["qwen_prm"])
     records = [json.loads(x) for x in (tmp_path / "off" / "results.jsonl").read_text().splitlines()]
     assert len(records) == 3 and all(c["step_scores"] is None for r in records for c in r["candidates"])
+    assert all(r["scoring_prm_tokens"] == 0 and list(r["correct_by_selection"]) == ["majority"] for r in records)

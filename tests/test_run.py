@@ -221,11 +221,11 @@ class FailOn:
         self.n = n
 
     def run(self, problems, policy, prm=None):
-        from strategies.base import Strategy
+        from itc.types import StrategyResult
 
         if any(p.id in FailOn.bad for p in problems):
             raise RuntimeError(f"cannot solve {sorted(FailOn.bad)}")
-        return [Strategy.result(p, [], None) for p in problems]
+        return [StrategyResult(p.id, [], None, None) for p in problems]
 
 
 class FakePolicy:
@@ -253,3 +253,48 @@ def test_a_failing_problem_loses_no_other_problem_of_its_batch(tmp_path, monkeyp
     monkeypatch.setattr(FailOn, "bad", set())
     assert run_experiment(cfg, tmp_path, policy=FakePolicy())["num_problems"] == 12
     assert sorted(json.loads(x)["problem_id"] for x in (tmp_path / "results.jsonl").read_text().splitlines()) == sorted(ids)
+
+
+def _run_dirs(*sweep: list[str]) -> list[str]:
+    """hydra.sweep.subdir of each job, as Hydra composes it from configs/run.yaml."""
+    from omegaconf import OmegaConf
+
+    import itc.run_dir  # noqa: F401  (the resolvers, as itc-run registers them)
+
+    out = []
+    for overrides in sweep:
+        with initialize_config_module(config_module="configs", version_base="1.3"):
+            cfg = compose(config_name="run", overrides=overrides, return_hydra_config=True)
+            out.append(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+    return out
+
+
+def test_every_value_that_changes_results_shapes_the_run_folder():
+    base = ["strategy=best_of_n", "n=4"]
+    dirs = _run_dirs(
+        base + ["prm=toy"], base + ["prm=toy-orm"],
+        base + ["prm=toy", "strategy.selection=highest"], base + ["prm=toy", "strategy.selection=majority"],
+        base + ["prm=toy", "policy.sampling.temperature=0.6"], base + ["prm=toy", "policy=llama-3.2-1b"],
+        ["strategy=beam_search", "n=4", "prm=toy", "strategy.beam_width=2"], ["strategy=beam_search", "n=4", "prm=toy", "strategy.beam_width=1"],
+    )
+    assert len(set(dirs)) == len(dirs)
+    assert dirs[0] == "toy/toy/best_of_n-n4-toy-seed0" and dirs[1] == "toy/toy/best_of_n-n4-toy-orm-seed0"
+    assert re.fullmatch(r"toy/toy/beam_search-n4-toy-seed0-[0-9a-f]{8}", dirs[6])
+    # how a model is served does not change results: the same folder, so a run resumes there
+    assert _run_dirs(base + ["prm=toy", "policy.vllm.enforce_eager=true", "prm.hf.batch_size=2", "batch_size=8"]) == dirs[:1]
+
+
+@pytest.mark.vllm
+def test_a_sweep_over_prm_knobs_lands_in_distinct_folders(tmp_path, trained_prm):
+    """itc-run -m, Hydra composing the real configs: two jobs, two folders, both run."""
+    out, _ = trained_prm
+    env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
+    args = [sys.executable, "-m", "itc.cli.run", "-m", "name=cmp", "strategy=beam_search", "n=2",
+            "strategy.beam_width=1,2", "strategy.max_steps=3", "prm=toy", f"prm.model={out}/checkpoint",
+            "prm.backend=hf", "policy.backend=hf", "dataset.limit=2", f"hydra.sweep.dir={tmp_path / 'cmp'}"]
+    done = subprocess.run(args, cwd=REPO, capture_output=True, text=True, env=env, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    found = sorted((tmp_path / "cmp").rglob("metrics.json"))
+    assert len(found) == 2 and found[0].parent != found[1].parent
+    widths = sorted(json.loads((p.parent / "run_config.json").read_text())["strategy"]["beam_width"] for p in found)
+    assert widths == [1, 2]

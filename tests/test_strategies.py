@@ -69,7 +69,7 @@ def test_majority_with_fake_policy_counts_tokens():
     assert policy.calls == [(2, 3, None)]
     assert [r.chosen_answer for r in results] == ["2", "2"]
     assert results[0].completion_tokens == 15
-    assert results[0].prompt_tokens == len(problems[0].problem)
+    assert results[0].prompt_tokens == 3 * len(problems[0].problem)  # once per sample
 
 
 def test_greedy_uses_temperature_zero():

@@ -6,9 +6,8 @@ import json
 
 from omegaconf import OmegaConf
 
-from itc.results import summarize
-
 from evals.sweep_status import expand_sweep, sweep_status
+from itc.results import summarize
 
 
 def _job(root, sub, overrides, done=True):

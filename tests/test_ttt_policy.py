@@ -44,6 +44,7 @@ class LengthPRM:
     """A stand-in PRM: a step scores by its length (the strategies' plumbing is under test)."""
 
     num_parameters = 1
+    aggregation = "min"
 
     def score_with_usage(self, problems, candidates, known=None):
         known = known or [[0] * len(cands) for cands in candidates]

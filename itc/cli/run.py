@@ -5,6 +5,7 @@ Examples::
     itc-run                                   # toy policy, toy problems, majority n=4
     itc-run strategy=greedy
     itc-run -m strategy=majority n=1,4,16     # a sweep (Hydra multirun)
+    itc-run -m strategy=best_of_n prm=toy,toy-orm strategy.selection=highest,majority
     itc-run dataset=math500 dataset.path=data/math500.jsonl
     itc-run policy=qwen2.5-math-1.5b dataset=math500   # on a GPU with hub access
 
@@ -22,6 +23,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+import itc.run_dir  # noqa: F401 - registers the run folder's resolvers before @hydra.main
 from itc.cli.errors import cli_errors, run_hydra_app
 from itc.cli.lifecycle import command_process
 

@@ -108,12 +108,14 @@ class HFPolicy(Policy):
             out = self.model.generate(**enc, **kwargs)
             new = out[:, enc["input_ids"].shape[1] :].tolist()
             for i in range(len(chunk)):
+                # no prefix cache: each of the n sequences computes its whole prompt
+                computed = lengths[start + i]
                 results.append(
-                    [self._completion(new[i * n + j], eos_ids, one_step) for j in range(n)]
+                    [self._completion(new[i * n + j], eos_ids, one_step, computed) for j in range(n)]
                 )
         return results
 
-    def _completion(self, ids: list[int], eos_ids: set[int], one_step: bool) -> Completion:
+    def _completion(self, ids: list[int], eos_ids: set[int], one_step: bool, prompt_tokens: int) -> Completion:
         delimiter = self.step_delimiter
         reason = "length"
         for k, tok in enumerate(ids):
@@ -131,5 +133,9 @@ class HFPolicy(Policy):
             )
             ids, reason = ids[:keep], "step"
         return Completion(
-            text=text, num_tokens=len(ids), finished=reason == "eos", finish_reason=reason
+            text=text,
+            num_tokens=len(ids),
+            finished=reason == "eos",
+            finish_reason=reason,
+            prompt_tokens_computed=prompt_tokens,
         )

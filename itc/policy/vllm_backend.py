@@ -186,7 +186,7 @@ class VLLMPolicy(Policy):
             used = self.check_prompt(p, len(ids))
             params.append(
                 SamplingParams(
-                    n=n,
+                    n=1,
                     temperature=temperature,
                     top_p=self.sampling.top_p if temperature > 0 else 1.0,
                     max_tokens=max(1, min(max_tokens, self.max_model_len - used)),
@@ -195,11 +195,16 @@ class VLLMPolicy(Policy):
                     detokenize=by_string,
                 )
             )
+        # One request per sample, as vLLM's own parallel sampling (n > 1) fans out: each
+        # request then reports its own prefix-cache hits (num_cached_tokens), where a
+        # parallel-sampling output reports one child's only.
         with engine_failures(f"policy {self.name!r}"):
             outputs = self.llm.generate(
-                [TokensPrompt(prompt_token_ids=ids) for ids in token_ids], params, use_tqdm=False
+                [TokensPrompt(prompt_token_ids=ids) for ids in token_ids for _ in range(n)],
+                [sp for sp in params for _ in range(n)],
+                use_tqdm=False,
             )
-        samples = [c for out in outputs for c in out.outputs]
+        samples = [out.outputs[0] for out in outputs]
         if not by_string:  # texts decoded here, in one batch
             texts = self.tokenizer.batch_decode(
                 [_without(c.token_ids, stop_token) if c.stop_reason == stop_token else c.token_ids for c in samples],
@@ -208,26 +213,23 @@ class VLLMPolicy(Policy):
             )
         else:
             texts = [c.text for c in samples]
-        results, k = [], 0
-        for out in outputs:
-            completions = []
-            for c in out.outputs:
-                if c.finish_reason == "length":
-                    reason = "length"
-                elif c.stop_reason is not None and c.stop_reason in (delimiter, stop_token):
-                    reason = "step"
-                else:
-                    reason = "eos"
-                completions.append(
-                    Completion(
-                        text=texts[k],
-                        num_tokens=len(c.token_ids),
-                        finished=reason == "eos",
-                        finish_reason=reason,
-                    )
+        results: list[list[Completion]] = [[] for _ in prompts]
+        for k, (out, c) in enumerate(zip(outputs, samples)):
+            if c.finish_reason == "length":
+                reason = "length"
+            elif c.stop_reason is not None and c.stop_reason in (delimiter, stop_token):
+                reason = "step"
+            else:
+                reason = "eos"
+            results[k // n].append(
+                Completion(
+                    text=texts[k],
+                    num_tokens=len(c.token_ids),
+                    finished=reason == "eos",
+                    finish_reason=reason,
+                    prompt_tokens_computed=len(out.prompt_token_ids) - (out.num_cached_tokens or 0),
                 )
-                k += 1
-            results.append(completions)
+            )
         return results
 
 

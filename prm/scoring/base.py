@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
 
@@ -18,6 +19,17 @@ log = logging.getLogger(__name__)
 
 class PRMInputTooLongError(InputError):
     """A candidate's PRM input does not fit the model's context."""
+
+
+@dataclass
+class Scored:
+    """A backend's answer for a batch of inputs: ``scores[k]`` at input k's positions, and the
+    input tokens ``sent[k]`` to the engine for it and ``computed[k]`` by it (the rest read
+    from a prefix cache). An input scored twice counts twice in both."""
+
+    scores: list[list[float]]
+    sent: list[int]
+    computed: list[int]
 
 
 class PRM(ABC):
@@ -51,8 +63,9 @@ class PRM(ABC):
     def num_parameters(self) -> int: ...
 
     @abstractmethod
-    def _score_encoded(self, encoded: Sequence[Encoded], reuse_prefix: bool = False) -> list[list[float]]:
-        """One score in [0, 1] per position of each input, all inputs in one batch.
+    def _score_encoded(self, encoded: Sequence[Encoded], reuse_prefix: bool = False) -> Scored:
+        """One score in [0, 1] per position of each input, all inputs in one batch, and the
+        tokens sent and computed for each input.
 
         With ``reuse_prefix`` the inputs' positions are typically near their ends (the
         caller holds the scores before them), and a backend with prefix caching may skip
@@ -81,14 +94,14 @@ class PRM(ABC):
         problems: Sequence[str],
         candidates: Sequence[Sequence[Sequence[str]]],
         known: Sequence[Sequence[int]] | None = None,
-    ) -> tuple[list[list[list[float]]], list[int]]:
-        """:meth:`score`, and the number of input tokens sent for each problem.
+    ) -> tuple[list[list[list[float]]], list[int], list[int]]:
+        """:meth:`score`, and the number of input tokens sent and computed for each problem.
 
         ``known[i][j]``: how many leading steps of candidate j of problem i the caller
         already has scores for (a search extending scored partial solutions). Its result
         then holds the scores of the later steps only, and a backend with prefix caching
-        (vLLM) recomputes little more than the new steps. Token counts are of the whole
-        inputs sent, so with a prefix cache they bound the work from above.
+        (vLLM) recomputes little more than the new steps. Tokens sent are the whole inputs;
+        tokens computed are those the engine did not read from its prefix cache.
 
         A candidate whose input is longer than ``max_model_len`` is not sent: each of its
         new steps scores 0, so a search drops it and a selection never prefers it, and the
@@ -113,13 +126,14 @@ class PRM(ABC):
                         continue
                     where.append((i, j))
                     batch.append(Encoded(enc.input_ids, enc.positions[first:]))
-        flat = self._score_encoded(batch, reuse_prefix=known is not None) if batch else []
-        self.tokens_scored += sum(len(e.input_ids) for e in batch)
-        tokens = [0] * len(candidates)
-        for (i, j), scores, enc in zip(where, flat, batch):
+        done = self._score_encoded(batch, reuse_prefix=known is not None) if batch else Scored([], [], [])
+        self.tokens_scored += sum(done.sent)
+        sent, computed = [0] * len(candidates), [0] * len(candidates)
+        for (i, j), scores, s, c in zip(where, done.scores, done.sent, done.computed):
             out[i][j] = scores
-            tokens[i] += len(enc.input_ids)
-        return out, tokens
+            sent[i] += s
+            computed[i] += c
+        return out, sent, computed
 
     def aggregate(self, step_scores: Sequence[float], how: str | None = None) -> float:
         return aggregate(step_scores, how or self.aggregation)

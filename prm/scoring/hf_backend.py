@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from transformers import AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
-from prm.scoring.base import PRM
+from prm.scoring.base import PRM, Scored
 from prm.scoring.formats import Encoded, PRMFormat
 from prm.scoring.modeling import load_model
 
@@ -50,7 +50,7 @@ class HFPRM(PRM):
         return sum(p.numel() for p in self.model.parameters())
 
     @torch.no_grad()
-    def _score_encoded(self, encoded: Sequence[Encoded], reuse_prefix: bool = False) -> list[list[float]]:
+    def _score_encoded(self, encoded: Sequence[Encoded], reuse_prefix: bool = False) -> Scored:
         results: list[list[float]] = [[] for _ in encoded]
         # Longest first: similar lengths share a batch, so little padding.
         order = sorted(range(len(encoded)), key=lambda i: -len(encoded[i].input_ids))
@@ -72,7 +72,8 @@ class HFPRM(PRM):
                 n = len(encoded[i].positions)
                 results[i] = probs[k : k + n]
                 k += n
-        return results
+        sizes = [len(e.input_ids) for e in encoded]  # no cache: every input token is computed
+        return Scored(results, sizes, list(sizes))
 
     def _good_probs(
         self, ids: torch.Tensor, mask: torch.Tensor, rows: list[int], cols: list[int]

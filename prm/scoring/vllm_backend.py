@@ -22,7 +22,7 @@ from typing import Any
 from transformers import AutoTokenizer
 
 from itc.policy.vllm_backend import engine_failures, get_engine
-from prm.scoring.base import PRM
+from prm.scoring.base import PRM, Scored
 from prm.scoring.formats import Encoded, PRMFormat
 from prm.scoring.modeling import count_parameters
 
@@ -89,7 +89,7 @@ class VLLMPRM(PRM):
             )
         return self._num_parameters
 
-    def _score_encoded(self, encoded: Sequence[Encoded], reuse_prefix: bool = False) -> list[list[float]]:
+    def _score_encoded(self, encoded: Sequence[Encoded], reuse_prefix: bool = False) -> Scored:
         from vllm import PoolingParams
         from vllm.inputs import TokensPrompt
 
@@ -107,18 +107,24 @@ class VLLMPRM(PRM):
                 use_tqdm=False,
             )
         results: list[list[float]] = []
+        sent = [len(e.input_ids) for e in encoded]
+        computed = []  # the rows vLLM returned: one per token it computed
         again = []
         for k, (e, out) in enumerate(zip(encoded, outputs)):
             probs = out.outputs.data  # [computed tokens, 2]: (bad, good) per token
             skipped = len(e.input_ids) - probs.shape[0]  # tokens read from the prefix cache
             if skipped < 0 or (skipped and not reuse_prefix):
                 raise RuntimeError(f"vLLM pooled {probs.shape[0]} rows for {len(e.input_ids)} tokens")
+            computed.append(probs.shape[0])
             if e.positions and e.positions[0] < skipped:
                 again.append(k)
                 results.append([])
                 continue
             results.append(probs[[p - skipped for p in e.positions], 1].float().tolist())
-        if again:
-            for k, scores in zip(again, self._score_encoded([encoded[k] for k in again])):
+        if again:  # scored again without the cache: counted again, sent and computed
+            redo = self._score_encoded([encoded[k] for k in again])
+            for k, scores, s, c in zip(again, redo.scores, redo.sent, redo.computed):
                 results[k] = scores
-        return results
+                sent[k] += s
+                computed[k] += c
+        return Scored(results, sent, computed)
