@@ -5,9 +5,9 @@ whose fields carry their type and allowed range. :func:`validate_run_config` and
 :func:`validate_groups` check a composed Hydra config against them before anything is
 loaded, so a wrong type or range stops a command within a second, naming the key, the value
 and what is allowed (:class:`ConfigError`). Keys a schema does not list (a backend's extra
-engine arguments, a PRM format's fields) are left to the code that reads them; the
-``strategy`` group is checked by the strategy's own constructor, which runs before any
-engine starts.
+engine arguments, a PRM format's fields) are left to the code that reads them; of the
+``strategy`` group, the shared knobs are checked here and the rest by the strategy's own
+constructor, which runs before any engine starts.
 """
 
 from __future__ import annotations
@@ -137,6 +137,23 @@ class DatasetSchema:
     split: str | None = None
     path: str | None = None
     subjects: list[str] | None = None
+
+
+@dataclass
+class StrategySchema:
+    """The knobs ``configs/strategy/*.yaml`` share, where a strategy has them (each
+    strategy's constructor checks the rest, such as its ``selection``)."""
+
+    temperature: float | None = rule(None, ge=0)
+    beam_width: int | None = rule(None, ge=1)
+    max_steps: int | None = rule(None, ge=1)
+    lookahead: int | None = rule(None, ge=0)
+    rounds: int | None = rule(None, ge=0)
+    threshold: float | None = rule(None, ge=0, le=1)
+    children: int | None = rule(None, ge=1)
+    rollouts: int | None = rule(None, ge=0)
+    max_depth: int | None = rule(None, ge=1)
+    check_equations: bool | None = None
 
 
 @dataclass
@@ -278,7 +295,7 @@ def validate_run_config(cfg: DictConfig | dict[str, Any]) -> None:
     n = (c.get("strategy") or {}).get("n")
     if not any(e.startswith("n=") for e in errors) and not (_type_ok(int, n) and n >= 1):
         errors.append(f"strategy.n={_show(n)}: expected an integer (>= 1)")
-    for group, schema in GROUPS.items():
+    for group, schema in {**GROUPS, "strategy": StrategySchema}.items():
         if c.get(group) is not None:
             errors += check(schema, c[group], group)
     _raise(errors)
@@ -292,6 +309,7 @@ __all__ = [
     "PRMSchema",
     "PolicySchema",
     "RunSchema",
+    "StrategySchema",
     "check",
     "validate_groups",
     "validate_run_config",

@@ -71,3 +71,16 @@ def test_all_errors_in_one_message_and_missing_keys():
     assert check(PolicySchema, {"name": "p", "backend": "hf", "max_model_len": 8}, "policy") == ["policy.model is missing"]
     with pytest.raises(ConfigError, match="policy.sampling.temperature=-0.5"):
         validate_groups(compose_app("eval_prm", ["policy.sampling.temperature=-0.5"]), "policy", "prm")
+
+
+def test_the_strategies_shared_knobs_are_checked_before_anything_loads():
+    from conftest import compose_run
+
+    from itc.config_schema import ConfigError, validate_run_config
+
+    cfg = compose_run(["strategy=beam_search", "prm=toy", "strategy.temperature=-1", "strategy.beam_width=0"])
+    with pytest.raises(ConfigError) as e:
+        validate_run_config(cfg)
+    assert "strategy.temperature=-1: expected" in str(e.value) and "strategy.beam_width=0: expected" in str(e.value)
+    for name in ("greedy", "majority", "best_of_n", "beam_search", "dvts", "lookahead", "self_reflection", "mcts"):
+        validate_run_config(compose_run([f"strategy={name}", "prm=toy"]))  # every shipped entry passes

@@ -8,31 +8,48 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from itc.errors import BackendError, InputError
 
 from prm.scoring.aggregate import AGGREGATIONS, aggregate
-from prm.scoring.base import PRM, PRMInputTooLongError
-from prm.scoring.formats import (
-    FORMATS,
-    Encoded,
-    MathShepherdFormat,
-    PRMFormat,
-    QwenPRMFormat,
-    RLHFlowFormat,
-    build_format,
-)
-from prm.scoring.modeling import Qwen2ForProcessRewardModel
+
+if TYPE_CHECKING:
+    from prm.scoring.base import PRM
+
+# The rest loads torch and transformers: imported on first use (PEP 562), so that what only
+# needs the aggregations (the strategies' settings checks) starts in a blink.
+_LAZY = {
+    "PRM": "prm.scoring.base",
+    "PRMInputTooLongError": "prm.scoring.base",
+    "FORMATS": "prm.scoring.formats",
+    "Encoded": "prm.scoring.formats",
+    "MathShepherdFormat": "prm.scoring.formats",
+    "PRMFormat": "prm.scoring.formats",
+    "QwenPRMFormat": "prm.scoring.formats",
+    "RLHFlowFormat": "prm.scoring.formats",
+    "build_format": "prm.scoring.formats",
+    "Qwen2ForProcessRewardModel": "prm.scoring.modeling",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 BACKENDS = ("vllm", "hf")
 
 
-def build_prm(cfg: DictConfig | dict[str, Any], seed: int = 0) -> PRM:
+def build_prm(cfg: DictConfig | dict[str, Any], seed: int = 0) -> "PRM":
     """Make a PRM from a ``prm`` config group entry."""
     c = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+    from prm.scoring.formats import build_format
     from prm.toy import resolve_prm_model
 
     backend = c.get("backend")
