@@ -112,15 +112,18 @@ def _command_script(body: str) -> str:
     return textwrap.dedent(
         """
         import sys, threading, time
+        import torch
         import vllm  # noqa: F401 - a process that loaded vLLM leaves through os._exit
         from itc.cli.lifecycle import command_process
         from itc.errors import InputError
 
-        def spin():
+        def spin():  # a daemon thread inside C++ code at exit, as vLLM's and torch's can be:
+            a = torch.randn(64, 64)  # the interpreter's finalization would abort (status 134)
             while True:
-                time.sleep(0.001)
+                torch.mm(a, a)
 
-        threading.Thread(target=spin, daemon=True).start()  # alive at exit, as vLLM's are
+        threading.Thread(target=spin, daemon=True).start()
+        time.sleep(0.2)
         with command_process():
         """
     ) + textwrap.indent(textwrap.dedent(body), "    ")

@@ -7,11 +7,13 @@ earned: 0, 2 for expected errors, 1 for a bug (with its traceback), 130 on Ctrl-
 
 Why the exit skips the interpreter's finalization once vLLM was loaded: vLLM's client, the
 ZMQ library under it and torch leave daemon threads behind (engine monitors, socket
-threads). When the interpreter finalizes, any daemon thread that wakes up and asks for the
-GIL is ended with ``pthread_exit``, which unwinds its stack by force; when that stack holds
-C++ frames that may not be unwound (``noexcept``), the C++ runtime calls ``std::terminate``:
+threads; vLLM's shutdown signals its output thread but does not join it). When the
+interpreter finalizes, a daemon thread that is inside C++ code (a torch op, a socket call)
+and asks for the GIL again is ended with ``pthread_exit``, which unwinds its stack by force
+through C++ frames that may not be unwound, and the C++ runtime calls ``std::terminate``:
 "terminate called without an active exception", SIGABRT, exit status 134, after all work was
-done and written. So, after the engines are down, the command runs the ``atexit`` handlers
+done and written. (A script with a daemon thread running ``torch.mm`` in a loop shows it at
+every exit; tests/test_engine_lifecycle.py runs one under :func:`command_process`.) So, after the engines are down, the command runs the ``atexit`` handlers
 itself (logging flushes and closes, temporary folders go), flushes its streams and leaves
 with ``os._exit``: no thread is unwound, and the status is the one above.
 """
