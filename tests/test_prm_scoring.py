@@ -302,7 +302,7 @@ def test_too_long_input_scores_zero_and_the_rest_is_scored(hf_prms, caplog):
         prm.encode("q", ["x" * 1100])
     fine = CANDIDATES[0][0]
     before = prm.inputs_too_long
-    scores, tokens = prm.score_with_usage(
+    scores, tokens, _ = prm.score_with_usage(
         ["q", PROBLEMS[0]], [[["x" * 1100, "y"], fine], [fine]]
     )
     assert scores[0][0] == [0.0, 0.0] and prm.inputs_too_long == before + 1
