@@ -35,7 +35,8 @@ class BestOfN(PRMStrategy):
         meter = Meter(len(problems))
         prompts = [policy.format_prompt(p.problem) for p in problems]
         outputs = meter.generate(
-            policy, prompts, range(len(problems)), n=self.n, temperature=self.temperature
+            policy, prompts, range(len(problems)), n=self.n, temperature=self.temperature,
+            request_keys=[p.id for p in problems],
         )
         cands = [[make_candidate(c.text, policy.step_delimiter, c) for c in outs] for outs in outputs]
         scores = meter.score(

@@ -18,7 +18,7 @@ class Greedy(Strategy):
 
     def run(self, problems: Sequence[Problem], policy: Policy, prm: Any = None) -> list[StrategyResult]:
         prompts = [policy.format_prompt(p.problem) for p in problems]
-        outputs = policy.generate(prompts, n=1, temperature=0.0)
+        outputs = policy.generate(prompts, n=1, temperature=0.0, request_keys=[p.id for p in problems])
         results = []
         for problem, prompt, (completion,) in zip(problems, prompts, outputs):
             cand = make_candidate(completion.text, policy.step_delimiter, completion)

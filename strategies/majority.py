@@ -19,7 +19,7 @@ class MajorityVote(Strategy):
 
     def run(self, problems: Sequence[Problem], policy: Policy, prm: Any = None) -> list[StrategyResult]:
         prompts = [policy.format_prompt(p.problem) for p in problems]
-        outputs = policy.generate(prompts, n=self.n, temperature=self.temperature)
+        outputs = policy.generate(prompts, n=self.n, temperature=self.temperature, request_keys=[p.id for p in problems])
         results = []
         for problem, prompt, completions in zip(problems, prompts, outputs):
             cands = [make_candidate(c.text, policy.step_delimiter, c) for c in completions]

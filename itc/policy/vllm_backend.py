@@ -11,7 +11,7 @@ import os
 from collections.abc import Sequence
 from typing import Any
 
-from itc.policy.base import Policy, PromptConfig, SamplingConfig
+from itc.policy.base import Policy, PromptConfig, SamplingConfig, request_seed
 from itc.types import Completion
 
 log = logging.getLogger(__name__)
@@ -87,6 +87,7 @@ class VLLMPolicy(Policy):
         self.prompt_config = prompt
         self.sampling = sampling
         self.max_model_len = max_model_len
+        self.seed = seed
         self.llm = get_engine(
             model=model,
             tokenizer=tokenizer or model,
@@ -136,12 +137,14 @@ class VLLMPolicy(Policy):
         temperature: float | None = None,
         max_tokens: int | None = None,
         one_step: bool = False,
+        request_keys: Sequence[str] | None = None,
     ) -> list[list[Completion]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         if not prompts:
             return []
+        self._check_keys(prompts, request_keys)
         temperature = self.sampling.temperature if temperature is None else temperature
         if max_tokens is None:
             max_tokens = self.sampling.max_step_tokens if one_step else self.sampling.max_tokens
@@ -150,7 +153,7 @@ class VLLMPolicy(Policy):
         by_string = one_step and stop_token is None
         token_ids = self.encode_prompts(prompts)
         params = []
-        for p, ids in zip(prompts, token_ids):
+        for i, (p, ids) in enumerate(zip(prompts, token_ids)):
             used = self.check_prompt(p, len(ids))
             params.append(
                 SamplingParams(
@@ -161,6 +164,8 @@ class VLLMPolicy(Policy):
                     stop=[delimiter] if by_string else None,
                     stop_token_ids=[stop_token] if stop_token is not None else None,
                     detokenize=by_string,
+                    # vLLM gives a seeded request its own generator (its n samples: seed + j)
+                    seed=request_seed(self.seed, request_keys[i]) if request_keys is not None else None,
                 )
             )
         outputs = self.llm.generate(
