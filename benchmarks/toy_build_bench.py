@@ -3,6 +3,7 @@ thread counts, each into its own empty cache, and evaluate every build.
 
     python benchmarks/toy_build_bench.py                      # seeds 0 1 2 x threads 1 2
     python benchmarks/toy_build_bench.py --seeds 0 1 --threads 1 --no-log
+    python benchmarks/toy_build_bench.py --spec train_steps=2000   # a candidate recipe
 
 Each build runs in a fresh process with ``OMP_NUM_THREADS``/``MKL_NUM_THREADS`` set to the
 caller thread count and its own empty ``ITC_CACHE_DIR`` (removed afterwards), through
@@ -29,12 +30,33 @@ from pathlib import Path
 GOOD_GREEDY = 0.75
 
 
-def child(seed: int, num_problems: int, n: int, temperature: float, known: list[str]) -> dict:
+def parse_spec(items: list[str]) -> dict:
+    """``key=value`` overrides of :class:`itc.toy.build.ToyPolicySpec` (values as JSON)."""
+    from dataclasses import fields
+
+    from itc.toy.build import ToyPolicySpec
+
+    names = {f.name for f in fields(ToyPolicySpec)} - {"seed"}
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in names:
+            raise ValueError(f"--spec {item!r}: expected key=value with key in {', '.join(sorted(names))}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def child(seed: int, spec: dict, num_problems: int, n: int, temperature: float, known: list[str]) -> dict:
     """Build (gated) and evaluate unless the weights' sha256 is in ``known``; one JSON object."""
     from itc.toy.build import BuildQualityError, ToyPolicySpec, policy_path
 
+    if "levels" in spec:
+        spec = {**spec, "levels": tuple(spec["levels"])}
     try:
-        path = policy_path(ToyPolicySpec(seed=seed), progress=False)
+        path = policy_path(ToyPolicySpec(**spec, seed=seed), progress=False)
     except BuildQualityError as e:
         return {"error": str(e)}
     info = json.loads((path / "build_info.json").read_text())
@@ -58,7 +80,7 @@ def run_child(seed: int, threads: int, args: argparse.Namespace, known: list[str
         cmd = [
             sys.executable, __file__, "--child", "--seeds", str(seed), "--num-problems",
             str(args.num_problems), "--n", str(args.n), "--temperature", str(args.temperature),
-        ] + [f"--known={sha}" for sha in known]
+        ] + [f"--known={sha}" for sha in known] + [f"--spec={item}" for item in args.spec]
         proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
@@ -95,12 +117,17 @@ def main() -> None:
     ap.add_argument("--num-problems", type=int, default=200)
     ap.add_argument("--n", type=int, default=16)
     ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--spec", action="append", default=[], metavar="KEY=VALUE", help="override a ToyPolicySpec field (repeatable)")
     ap.add_argument("--no-log", action="store_true", help="do not write a results-log entry")
     ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--known", action="append", default=[], help=argparse.SUPPRESS)
     args = ap.parse_args()
+    try:
+        spec = parse_spec(args.spec)
+    except ValueError as e:
+        ap.error(str(e))
     if args.child:
-        result = child(args.seeds[0], args.num_problems, args.n, args.temperature, args.known)
+        result = child(args.seeds[0], spec, args.num_problems, args.n, args.temperature, args.known)
         print(json.dumps(result), flush=True)
         from itc.policy.vllm_backend import shutdown_engines
 
@@ -125,12 +152,12 @@ def main() -> None:
     if not args.no_log:
         from itc.results_log import write_entry
 
-        spec = rows[0]["build_info"]["spec"] if "build_info" in rows[0] else {}
+        recipe = rows[0]["build_info"]["spec"] if "build_info" in rows[0] else spec
         body = (
             f"Toy policy builds from empty caches, seeds {args.seeds} x caller threads {args.threads}; "
             f"evaluated on {args.num_problems} held-out problems (greedy; {args.n} samples at T={args.temperature}). "
             f"Good = greedy pass@1 >= {GOOD_GREEDY}. Every build good: {'yes' if all_good else 'NO'}.\n\n"
-            f"Recipe: `{json.dumps(spec)}`\n\n{text}"
+            f"Recipe: `{json.dumps(recipe)}`\n\n{text}"
         )
         print(f"results log: {write_entry('toy build benchmark', body)}")
     print(json.dumps({"all_good": all_good, "rows": rows}))

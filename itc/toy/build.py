@@ -74,11 +74,14 @@ class ToyPolicySpec:
     batch_size: int = 32
     learning_rate: float = 3e-3
     warmup_steps: int = 50
+    decay_fraction: float = 1.0  # the learning rate's cosine decay spans this last fraction
     levels: tuple[int, ...] = (1, 2, 3, 4, 5)
     seed: int = 0
     # torch threads the build runs on, whatever the caller uses: the thread count changes
-    # how MKL and PyTorch split their sums, and so the weights.
-    num_threads: int = 2
+    # how MKL and PyTorch split their sums, and so the weights. One: this model's matrices are
+    # small, and a second OpenMP thread stalls whenever the machine is busy (a 20-step probe
+    # on 2 busy cores: 0.2 s a step on one thread, 0.8 s on two).
+    num_threads: int = 1
 
 
 def model_config(spec: ToyPolicySpec, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
@@ -146,15 +149,18 @@ def collate(examples: list[tuple[list[int], list[int]]], pad_id: int) -> dict[st
 
 
 def warmup_cosine(
-    opt: torch.optim.Optimizer, warmup_steps: int, train_steps: int
+    opt: torch.optim.Optimizer, warmup_steps: int, train_steps: int, decay_fraction: float = 1.0
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup, then cosine decay to 5% of the peak (transformers' cosine schedule
-    starts its warmup at 0 and decays to 0; the toy builds were tuned with this one)."""
+    """Linear warmup, then cosine decay to 5% of the peak over the last ``decay_fraction`` of
+    the steps after warmup, at the peak before that (1.0: decay all the way; below 1: the
+    warmup-stable-decay shape). transformers' cosine schedule starts its warmup at 0 and
+    decays to 0; the toy builds were tuned with this one."""
+    decay_steps = max(1, round(decay_fraction * (train_steps - warmup_steps)))
 
     def lr_at(step: int) -> float:
         if step < warmup_steps:
             return (step + 1) / warmup_steps
-        frac = (step - warmup_steps) / max(1, train_steps - warmup_steps)
+        frac = max(0.0, (step - (train_steps - decay_steps)) / decay_steps)
         return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))
 
     return torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
@@ -222,7 +228,7 @@ def _train(spec: ToyPolicySpec, out_dir: Path, progress: bool) -> dict:
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
 
-    sched = warmup_cosine(opt, spec.warmup_steps, spec.train_steps)
+    sched = warmup_cosine(opt, spec.warmup_steps, spec.train_steps, spec.decay_fraction)
     start = time.time()
     losses: list[float] = []
     bar = tqdm(range(spec.train_steps), desc="training toy policy", disable=not progress)
