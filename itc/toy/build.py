@@ -79,8 +79,7 @@ class ToyPolicySpec:
     seed: int = 0
     # torch threads the build runs on, whatever the caller uses: the thread count changes
     # how MKL and PyTorch split their sums, and so the weights. One: this model's matrices are
-    # small, and a second OpenMP thread stalls whenever the machine is busy (a 20-step probe
-    # on 2 busy cores: 0.2 s a step on one thread, 0.8 s on two).
+    # small, and a second OpenMP thread spins and stalls whenever the machine is busy.
     num_threads: int = 1
 
 
