@@ -271,11 +271,11 @@ def _train(spec: ToyPolicySpec, out_dir: Path, progress: bool) -> dict:
 # The quality gate: greedy pass@1 on held-out problems (transformers on the CPU, a few
 # seconds), with a floor per architecture. The floors sit between the figures of good and
 # weak builds (docs/results: the toy build benchmark). The qwen2 build is the toy PRM's base
-# LM, whose worth is its token probabilities, not its solving; its floor only catches a
-# build that did not learn the task's format and easy steps.
+# LM, whose worth is its token probabilities, not its solving (it solves levels 1-2 and
+# few others); its floor catches a build that did not learn the format and the easy levels.
 GATE_PROBLEMS = 100
 GATE_SEED = 7
-GATE_FLOORS = {"gpt2": 0.74, "qwen2": 0.10}
+GATE_FLOORS = {"gpt2": 0.74, "qwen2": 0.30}
 GATE_ATTEMPTS = 3  # seeds tried (spec.seed, +1, +2) before the build fails
 
 
