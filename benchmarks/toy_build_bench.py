@@ -90,7 +90,7 @@ def run_child(seed: int, threads: int, args: argparse.Namespace, known: list[str
 
 def table(rows: list[dict], n: int) -> str:
     head = (
-        "| seed | caller threads | seed used | final loss | gate greedy (100) | greedy pass@1 | "
+        "| seed | caller threads | seed used | final loss | gate greedy (200) | greedy pass@1 | "
         f"greedy by level 1-5 | pass@1 (T) | majority@{n} | weights sha256 | good |\n"
         "|---|---|---|---|---|---|---|---|---|---|---|\n"
     )
