@@ -74,7 +74,10 @@ class ToyPolicySpec:
     batch_size: int = 32
     learning_rate: float = 3e-3
     warmup_steps: int = 50
-    decay_fraction: float = 1.0  # the learning rate's cosine decay spans this last fraction
+    # The learning rate stays at its peak, then decays (cosine) over this last fraction of the
+    # steps: a warmup-stable-decay schedule. Decaying all the way (1.0) left some seeds short
+    # of the good solution at the same steps (docs/results: the toy build benchmark).
+    decay_fraction: float = 0.4
     levels: tuple[int, ...] = (1, 2, 3, 4, 5)
     seed: int = 0
     # torch threads the build runs on, whatever the caller uses: the thread count changes
@@ -275,7 +278,7 @@ def _train(spec: ToyPolicySpec, out_dir: Path, progress: bool) -> dict:
 # few others); its floor catches a build that did not learn the format and the easy levels.
 GATE_PROBLEMS = 200
 GATE_SEED = 7
-GATE_FLOORS = {"gpt2": 0.65, "qwen2": 0.30}
+GATE_FLOORS = {"gpt2": 0.75, "qwen2": 0.30}
 GATE_ATTEMPTS = 3  # seeds tried (spec.seed, +1, +2) before the build fails
 
 
