@@ -165,7 +165,8 @@ def main() -> None:
         body = (
             f"Toy policy builds from empty caches, seeds {args.seeds} x caller threads {args.threads}; "
             f"evaluated on {args.num_problems} held-out problems (greedy; {args.n} samples at T={args.temperature}). "
-            f"Good = greedy pass@1 >= {GOOD_GREEDY}. Every build good: {'yes' if all_good else 'NO'}.\n\n"
+            f"Good = greedy pass@1 >= {GOOD_GREEDY}. Builds with the same weights (sha256) share one evaluation. "
+            f"Every build good: {'yes' if all_good else 'NO'}.\n\n"
             f"Recipe: `{json.dumps(recipe)}`\n\n{text}"
         )
         print(f"results log: {write_entry('toy build benchmark', body)}")
