@@ -67,7 +67,7 @@ def test_training_examples_mask_the_prompt_and_end_in_eos():
 
 
 # A build small enough for a test: seconds on one core.
-SMALL_SPEC = dict(hidden_size=64, intermediate_size=128, num_layers=1, train_steps=12, batch_size=4, warmup_steps=2)
+SMALL_SPEC = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 1, "train_steps": 12, "batch_size": 4, "warmup_steps": 2}
 _BUILD_IN_CHILD = """
 import json, sys, tempfile, torch
 from pathlib import Path
