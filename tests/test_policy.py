@@ -76,30 +76,35 @@ def test_vllm_request_keys_give_each_request_its_samples_whatever_the_batch(vllm
     completions are the same alone, in a batch, in another order or after other calls."""
     prompts = _prompts(vllm_policy, k=6)
     keys = [f"problem-{i}" for i in range(6)]
-    together = _texts(vllm_policy.generate(prompts, n=4, request_keys=keys))
-    alone = [_texts(vllm_policy.generate([p], n=4, request_keys=[k]))[0] for p, k in zip(prompts[:2], keys[:2])]
-    reordered = _texts(vllm_policy.generate(prompts[::-1], n=4, request_keys=keys[::-1]))[::-1]
+
+    def sample(prompts, keys):  # hot, so that samples differ (a repeat is no accident)
+        return _texts(vllm_policy.generate(prompts, n=4, temperature=1.5, request_keys=keys))
+
+    together = sample(prompts, keys)
+    alone = [sample([p], [k])[0] for p, k in zip(prompts[:2], keys[:2])]
+    reordered = sample(prompts[::-1], keys[::-1])[::-1]
     # mixed into a batch with other requests (and a repeated prompt under another key)
-    mixed = _texts(vllm_policy.generate(prompts[3:] + prompts[:1] + prompts, n=4, request_keys=["a", "b", "c", "d"] + keys))
+    mixed = sample(prompts[3:] + prompts[:1] + prompts, ["a", "b", "c", "d"] + keys)
     assert together[:2] == alone
     assert together == reordered == mixed[4:]
     assert any(len(set(t)) > 1 for t in together)  # the n samples of a request differ
-    assert _texts(vllm_policy.generate(prompts, n=4, request_keys=[k + "x" for k in keys])) != together
+    assert sample(prompts, [k + "x" for k in keys]) != together
     monkeypatch.setattr(vllm_policy, "seed", vllm_policy.seed + 1)  # another run's seed
-    assert _texts(vllm_policy.generate(prompts, n=4, request_keys=keys)) != together
+    assert sample(prompts, keys) != together
     with pytest.raises(ValueError, match="1 request keys for 6 prompts"):
         vllm_policy.generate(prompts, n=1, request_keys=["one"])
 
 
 def test_hf_request_keys_give_each_request_its_samples_whatever_the_batch(hf_policy):
-    prompts = _prompts(hf_policy, k=4)
+    prompts = _prompts(hf_policy, k=4, levels=(5,))
     keys = [f"problem-{i}" for i in range(4)]
-    together = _texts(hf_policy.generate(prompts, n=3, request_keys=keys))
-    alone = _texts(hf_policy.generate(prompts[2:3], n=3, request_keys=keys[2:3]))
-    reordered = _texts(hf_policy.generate(prompts[::-1], n=3, request_keys=keys[::-1]))[::-1]
+    hot = 1.5  # so that samples differ (a repeat is no accident)
+    together = _texts(hf_policy.generate(prompts, n=3, temperature=hot, request_keys=keys))
+    alone = _texts(hf_policy.generate(prompts[2:3], n=3, temperature=hot, request_keys=keys[2:3]))
+    reordered = _texts(hf_policy.generate(prompts[::-1], n=3, temperature=hot, request_keys=keys[::-1]))[::-1]
     assert together[2:3] == alone and together == reordered
     assert any(len(set(t)) > 1 for t in together)
-    assert _texts(hf_policy.generate(prompts, n=3, request_keys=[k + "x" for k in keys])) != together
+    assert _texts(hf_policy.generate(prompts, n=3, temperature=hot, request_keys=[k + "x" for k in keys])) != together
 
 
 def test_request_seed_is_stable_and_spreads():

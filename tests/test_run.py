@@ -44,7 +44,12 @@ def test_a_run_repeats_line_by_line_whatever_the_batch_size(tmp_path, vllm_polic
 
     runs = {}
     for name, batch_size in [("first", 8), ("again", 8), ("batch2", 2)]:
-        cfg = compose_run(VLLM_TEST_OVERRIDES + ["dataset.num_problems=8", "strategy=majority", "n=4", f"batch_size={batch_size}"])
+        cfg = compose_run(
+            VLLM_TEST_OVERRIDES
+            # the hardest level, sampled hot, so that samples differ (a repeat is no accident)
+            + ["dataset.num_problems=8", "dataset.levels=[5]", "strategy=majority", "strategy.temperature=1.5", "n=4"]
+            + [f"batch_size={batch_size}"]
+        )
         run_experiment(cfg, tmp_path / name, policy=vllm_policy)
         runs[name] = answers(tmp_path / name)
     assert len(runs["first"]) == 8
