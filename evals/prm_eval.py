@@ -125,6 +125,25 @@ def toy_report(
     return report
 
 
+def toy_gate_report(prm: PRM, num_problems: int = 100, seed: int = 11) -> dict[str, Any]:
+    """A quick check of a PRM on the embedded world, with no policy to sample: held-out
+    problems' reference solutions (no error) and the same solutions with one step made wrong
+    and cut there (prm.data.toy.corrupted_records); the first ``num_problems`` calibrate the
+    threshold, the next ``num_problems`` give ProcessBench F1 (:func:`step_report`)."""
+    from itc.toy import generate
+    from prm.data.toy import corrupted_records
+
+    problems = generate(2 * num_problems, seed, split="test")
+    records: list[StepLabelled] = []
+    for p, flawed in zip(problems, corrupted_records(problems, 1, seed=seed)):
+        steps = p.reference_steps()
+        records += [
+            StepLabelled(problem=p.text, steps=steps, labels=[1.0] * len(steps), gold_answer=str(p.answer), source="toy"),
+            flawed,
+        ]
+    return step_report(prm, records[: 2 * num_problems], records[2 * num_problems :])
+
+
 def file_report(prm: PRM, records: Sequence[StepLabelled]) -> dict[str, Any]:
     """Step-level report on a labelled file: even-indexed records calibrate, odd ones test."""
     if len(records) < 2:

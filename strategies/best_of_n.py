@@ -28,7 +28,10 @@ class BestOfN(PRMStrategy):
     def search(self, problems: Sequence[Problem], policy: Policy, prm: Any, meter: Meter) -> list[Found]:
         s = self.settings
         prompts = [policy.format_prompt(p.problem) for p in problems]
-        outputs = meter.generate(policy, prompts, range(len(problems)), n=self.n, temperature=s.temperature)
+        outputs = meter.generate(
+            policy, prompts, range(len(problems)), n=self.n, temperature=s.temperature,
+            request_keys=[p.id for p in problems],
+        )
         cands = [[make_candidate(c.text, policy.step_delimiter, c) for c in outs] for outs in outputs]
         scores = meter.score(
             prm, [p.problem for p in problems], [[c.steps for c in cs] for cs in cands], range(len(problems))

@@ -20,5 +20,7 @@ class Greedy(Strategy):
 
     def search(self, problems: Sequence[Problem], policy: Policy, prm: Any, meter: Meter) -> list[Found]:
         prompts = [policy.format_prompt(p.problem) for p in problems]
-        outputs = meter.generate(policy, prompts, range(len(problems)), n=1, temperature=0.0)
+        outputs = meter.generate(
+            policy, prompts, range(len(problems)), n=1, temperature=0.0, request_keys=[p.id for p in problems]
+        )
         return [Found([make_candidate(c.text, policy.step_delimiter, c)]) for (c,) in outputs]

@@ -26,5 +26,8 @@ class MajorityVote(Strategy):
 
     def search(self, problems: Sequence[Problem], policy: Policy, prm: Any, meter: Meter) -> list[Found]:
         prompts = [policy.format_prompt(p.problem) for p in problems]
-        outputs = meter.generate(policy, prompts, range(len(problems)), n=self.n, temperature=self.temperature)
+        outputs = meter.generate(
+            policy, prompts, range(len(problems)), n=self.n, temperature=self.temperature,
+            request_keys=[p.id for p in problems],
+        )
         return [Found([make_candidate(c.text, policy.step_delimiter, c) for c in outs]) for outs in outputs]

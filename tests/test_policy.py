@@ -67,6 +67,56 @@ def test_vllm_greedy_is_deterministic(vllm_policy):
     assert [o[0].text for o in a] == [o[0].text for o in b]
 
 
+def _texts(outputs):
+    return [[c.text for c in completions] for completions in outputs]
+
+
+def test_vllm_request_keys_give_each_request_its_samples_whatever_the_batch(vllm_policy, monkeypatch):
+    """A keyed request samples under its own seed (the run's seed and its key), so its
+    completions are the same alone, in a batch, in another order or after other calls."""
+    prompts = _prompts(vllm_policy, k=6)
+    keys = [f"problem-{i}" for i in range(6)]
+
+    def sample(prompts, keys):  # hot, so that samples differ (a repeat is no accident)
+        return _texts(vllm_policy.generate(prompts, n=4, temperature=1.5, request_keys=keys))
+
+    together = sample(prompts, keys)
+    alone = [sample([p], [k])[0] for p, k in zip(prompts[:2], keys[:2])]
+    reordered = sample(prompts[::-1], keys[::-1])[::-1]
+    # mixed into a batch with other requests (and a repeated prompt under another key)
+    mixed = sample(prompts[3:] + prompts[:1] + prompts, ["a", "b", "c", "d"] + keys)
+    assert together[:2] == alone
+    assert together == reordered == mixed[4:]
+    assert any(len(set(t)) > 1 for t in together)  # the n samples of a request differ
+    assert sample(prompts, [k + "x" for k in keys]) != together
+    monkeypatch.setattr(vllm_policy, "seed", vllm_policy.seed + 1)  # another run's seed
+    assert sample(prompts, keys) != together
+    with pytest.raises(ValueError, match="1 request keys for 6 prompts"):
+        vllm_policy.generate(prompts, n=1, request_keys=["one"])
+
+
+def test_hf_request_keys_give_each_request_its_samples_whatever_the_batch(hf_policy):
+    prompts = _prompts(hf_policy, k=4, levels=(5,))
+    keys = [f"problem-{i}" for i in range(4)]
+    hot = 1.5  # so that samples differ (a repeat is no accident)
+    together = _texts(hf_policy.generate(prompts, n=3, temperature=hot, request_keys=keys))
+    alone = _texts(hf_policy.generate(prompts[2:3], n=3, temperature=hot, request_keys=keys[2:3]))
+    reordered = _texts(hf_policy.generate(prompts[::-1], n=3, temperature=hot, request_keys=keys[::-1]))[::-1]
+    assert together[2:3] == alone and together == reordered
+    assert any(len(set(t)) > 1 for t in together)
+    assert _texts(hf_policy.generate(prompts, n=3, temperature=hot, request_keys=[k + "x" for k in keys])) != together
+
+
+def test_request_seed_is_stable_and_spreads():
+    from itc.policy.base import request_seed
+
+    # fixed by sha256, the same in every process (Python's hash() is salted per process)
+    assert request_seed(0, "toy-abc") == request_seed(0, "toy-abc")
+    assert request_seed(0, "toy-abc") == 0x6a55bdf3118a8e19
+    seeds = {request_seed(s, f"toy-{i}") for s in range(3) for i in range(100)}
+    assert len(seeds) == 300 and all(0 <= x < 2**63 for x in seeds)
+
+
 def test_prompt_longer_than_context_is_a_clear_error(vllm_policy):
     with pytest.raises(PromptTooLongError, match="max_model_len"):
         vllm_policy.generate([vllm_policy.format_prompt("9" * 5000)], n=1)

@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from conftest import TRAINED_PRM_OVERRIDES, VLLM_TEST_OVERRIDES, compose_app, prm_config
+from conftest import TINY_TRAIN, TRAINED_PRM_OVERRIDES, VLLM_TEST_OVERRIDES, compose_app, prm_config
 from evals.prm_metrics import best_threshold, first_error, processbench, roc_auc
 from itc.toy import generate
 from itc.toy.tokenizer import build_tokenizer
@@ -316,6 +316,22 @@ def test_a_finished_training_with_another_recipe_is_retrained(trained_prm, tmp_p
     again = run(compose_app("train_prm", base + ["training.max_steps=3"]), release_engines=False)
     assert again["config"]["training"]["max_steps"] == 3  # retrained with the new recipe
     assert json.loads((tmp_path / "train_report.json").read_text())["config"]["training"]["max_steps"] == 3
+
+
+@pytest.mark.vllm
+def test_the_toy_prm_quality_gate_names_the_figure_below_its_floor(trained_prm):
+    from itc.cli.train_prm import PRMQualityError, quality_gate
+
+    out, _ = trained_prm
+    checkpoint = str(out / "checkpoint")
+    cfg = compose_app("train_prm", TINY_TRAIN + ["quality_gate.enabled=true", "quality_gate.problems=20", "quality_gate.min_f1=0"])
+    passed = quality_gate(cfg, checkpoint)
+    assert passed["passed"] and 0 <= passed["f1"] <= 1 and "20 held-out problems" in passed["metric"]
+    cfg.quality_gate.min_f1 = 1.01
+    with pytest.raises(PRMQualityError, match=rf"ProcessBench F1 on 20 held-out .* is {passed['f1']:.3f}, below the floor 1.01"):
+        quality_gate(cfg, checkpoint)
+    cfg.objective = "orm"  # the gate is the PRM's (step labels)
+    assert quality_gate(cfg, checkpoint) is None
 
 
 @pytest.mark.vllm

@@ -34,6 +34,30 @@ def test_unknown_option_is_rejected_by_hydra():
 
 
 @pytest.mark.vllm
+def test_a_run_repeats_line_by_line_whatever_the_batch_size(tmp_path, vllm_policy):
+    """The same run twice, and with another batch size (so other requests share the engine's
+    batches), writes the same samples and answers: each problem samples under its own seed."""
+
+    def answers(run_dir):
+        records = [json.loads(x) for x in (run_dir / "results.jsonl").read_text().splitlines()]
+        return [(r["problem_id"], r["chosen_answer"], [(c["text"], c["answer"]) for c in r["candidates"]]) for r in records]
+
+    runs = {}
+    for name, batch_size in [("first", 8), ("again", 8), ("batch2", 2)]:
+        cfg = compose_run(
+            VLLM_TEST_OVERRIDES
+            # the hardest level, sampled hot, so that samples differ (a repeat is no accident)
+            + ["dataset.num_problems=8", "dataset.levels=[5]", "strategy=majority", "strategy.temperature=1.5", "n=4"]
+            + [f"batch_size={batch_size}"]
+        )
+        run_experiment(cfg, tmp_path / name, policy=vllm_policy)
+        runs[name] = answers(tmp_path / name)
+    assert len(runs["first"]) == 8
+    assert runs["first"] == runs["again"] == runs["batch2"]
+    assert any(len({text for text, _ in cands}) > 1 for _, _, cands in runs["first"])  # sampled, not greedy
+
+
+@pytest.mark.vllm
 def test_run_writes_results_and_metrics_then_resumes(tmp_path, vllm_policy):
     cfg = compose_run(VLLM_TEST_OVERRIDES + ["dataset.num_problems=10", "n=4", "batch_size=4"])
     metrics = run_experiment(cfg, tmp_path, policy=vllm_policy)

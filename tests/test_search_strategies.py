@@ -52,7 +52,7 @@ class StepPolicy(Policy):
         greedy = temperature == 0.0
         return f"{'bad' if not greedy and self.rng.random() < self.p_bad else 'ok'} {len(steps)}"
 
-    def generate(self, prompts: Sequence[str], n=1, *, temperature=None, max_tokens=None, one_step=False):
+    def generate(self, prompts: Sequence[str], n=1, *, temperature=None, max_tokens=None, one_step=False, request_keys=None):
         self.calls.append((len(prompts), n, one_step))
         out = []
         for prompt in prompts:

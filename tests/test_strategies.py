@@ -57,8 +57,9 @@ class FakePolicy(Policy):
     def encode_prompts(self, prompts):
         return [[0] * len(p) for p in prompts]
 
-    def generate(self, prompts: Sequence[str], n=1, *, temperature=None, max_tokens=None, one_step=False):
+    def generate(self, prompts: Sequence[str], n=1, *, temperature=None, max_tokens=None, one_step=False, request_keys=None):
         self.calls.append((len(prompts), n, temperature))
+        self.keys = request_keys
         return [[Completion(self.texts[j % len(self.texts)], 5, True, "eos") for j in range(n)] for _ in prompts]
 
 
@@ -67,6 +68,7 @@ def test_majority_with_fake_policy_counts_tokens():
     policy = FakePolicy(["\\boxed{1}", "\\boxed{2}", "\\boxed{2}"])
     results = MajorityVote(n=3).run(problems, policy)
     assert policy.calls == [(2, 3, None)]
+    assert policy.keys == [p.id for p in problems]  # each problem samples under its own seed
     assert [r.chosen_answer for r in results] == ["2", "2"]
     assert results[0].completion_tokens == 15
     assert results[0].prompt_tokens == 3 * len(problems[0].problem)  # once per sample

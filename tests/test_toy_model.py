@@ -64,3 +64,89 @@ def test_training_examples_mask_the_prompt_and_end_in_eos():
     width = max(len(ids) for ids, _ in examples)
     assert batch["input_ids"].shape == (3, width)
     assert batch["attention_mask"].sum().item() == sum(len(ids) for ids, _ in examples)
+
+
+# A build small enough for a test: seconds on one core.
+SMALL_SPEC = {"hidden_size": 64, "intermediate_size": 128, "num_layers": 1, "train_steps": 12, "batch_size": 4, "warmup_steps": 2}
+_BUILD_IN_CHILD = """
+import json, sys, tempfile, torch
+from pathlib import Path
+from itc.toy.build import ToyPolicySpec, train_policy
+threads = torch.get_num_threads()
+stats = train_policy(ToyPolicySpec(**json.loads(sys.argv[1])), Path(tempfile.mkdtemp()), progress=False)
+print(json.dumps({"caller_threads": threads, "after": torch.get_num_threads(), **stats}))
+"""
+
+
+def _build_in_child(omp_threads: str | None, spec: dict) -> dict:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS", "MKL_NUM_THREADS")}
+    if omp_threads:
+        env.update(OMP_NUM_THREADS=omp_threads, MKL_NUM_THREADS=omp_threads)
+    out = subprocess.run(
+        [sys.executable, "-c", _BUILD_IN_CHILD, json.dumps(spec)], env=env, capture_output=True, text=True, check=True
+    )
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_same_spec_same_weights_under_one_or_two_caller_threads():
+    """A caller with one OpenMP thread (as pytest's fixtures often set) and one with two build
+    bit-identical weights: the build runs on the spec's thread count, not the caller's."""
+    spec = {**SMALL_SPEC, "num_threads": 1}
+    one = _build_in_child("1", spec)
+    two = _build_in_child("2", spec)
+    assert (one["caller_threads"], two["caller_threads"]) == (1, 2)
+    assert (one["after"], two["after"]) == (1, 2)  # the caller's count is given back
+    assert one["numerics"]["torch_threads"] == 1 and one["numerics"]["deterministic_algorithms"]
+    assert len(one["weights_sha256"]) == 64
+    assert one["weights_sha256"] == two["weights_sha256"]
+    assert one["final_loss"] == two["final_loss"]
+
+
+def test_build_numerics_restore_the_callers_settings():
+    import torch
+
+    from itc.toy.build import build_numerics
+
+    before = (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.mkldnn.enabled)
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    with build_numerics(1) as numerics:
+        assert torch.get_num_threads() == 1 and torch.are_deterministic_algorithms_enabled()
+        assert not torch.backends.mkldnn.enabled
+        torch.manual_seed(0)
+        torch.rand(5)
+    assert torch.equal(torch.rand(3), expected)  # the caller's random stream is untouched
+    assert (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(), torch.backends.mkldnn.enabled) == before
+    assert numerics["torch_threads"] == 1 and numerics["float32_matmul_precision"] == "highest"
+
+
+def test_quality_gate_retries_the_next_seed_then_fails_naming_the_figure(tmp_path, monkeypatch):
+    import pytest
+
+    from itc.toy import build
+
+    monkeypatch.setattr(build, "GATE_PROBLEMS", 5)
+    monkeypatch.setattr(build, "GATE_ATTEMPTS", 2)
+    monkeypatch.setitem(build.GATE_FLOORS, "gpt2", 0.99)  # a 12-step model cannot reach it
+    spec = build.ToyPolicySpec(**SMALL_SPEC, num_threads=1, seed=4)
+    with pytest.raises(build.BuildQualityError, match=r"seed 4: greedy pass@1 0\.000, seed 5: greedy pass@1 0\.000, below the floor 0\.99"):
+        build.build_checked(spec, tmp_path / "out")
+    monkeypatch.setitem(build.GATE_FLOORS, "gpt2", 0.0)
+    info = build.build_checked(spec, tmp_path / "out")
+    assert info["seed_used"] == 4 and info["quality_gate"]["passed"]
+    assert [a["seed"] for a in info["attempts"]] == [4]
+    assert info["quality_gate"]["metric"] == "greedy pass@1 on 5 held-out problems (seed 7)"
+
+
+def test_the_cached_policy_passed_its_quality_gate(toy_policy_path):
+    from itc.toy.build import GATE_FLOORS, ToyPolicySpec, quality_gate
+
+    info = json.loads((toy_policy_path / "build_info.json").read_text())
+    assert info["quality_gate"]["passed"] and len(info["weights_sha256"]) == 64
+    gate = quality_gate(toy_policy_path, ToyPolicySpec(**{**info["spec"], "levels": tuple(info["spec"]["levels"])}))
+    assert gate["greedy_pass@1"] == info["quality_gate"]["greedy_pass@1"] >= GATE_FLOORS["gpt2"]

@@ -74,6 +74,9 @@ def _build(args: argparse.Namespace) -> None:
     path = policy_path(ToyPolicySpec(architecture=args.architecture))
     info = json.loads((path / "build_info.json").read_text())
     print(f"toy policy: {path} ({info['parameters']:,} parameters, trained in {info['train_seconds']} s)")
+    if "quality_gate" in info:
+        gate = info["quality_gate"]
+        print(f"quality gate: {gate['metric']} {gate['greedy_pass@1']:.3f} (floor {gate['floor']}), seed {info['seed_used']}")
     if args.evaluate:
         report = evaluate(str(path), args.num_problems, args.n, args.temperature, args.seed)
         print(json.dumps(report))

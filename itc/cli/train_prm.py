@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -25,6 +26,44 @@ from itc.config_schema import ConfigError, validate_groups
 PROG = "itc-train-prm"
 
 log = logging.getLogger("itc.train_prm")
+
+
+class PRMQualityError(RuntimeError):
+    """A trained toy PRM is below its floor (``quality_gate`` in configs/train_prm.yaml)."""
+
+
+def quality_gate(cfg: DictConfig, checkpoint: str) -> dict | None:
+    """The toy PRM checks itself after training: ProcessBench F1 on held-out problems'
+    reference and one-step-corrupted solutions (``evals.prm_eval.toy_gate_report``, the
+    transformers backend); below ``quality_gate.min_f1`` it raises
+    :class:`PRMQualityError` naming the figure. Runs for ``objective=prm`` on the embedded
+    world's tokenizer only (None otherwise)."""
+    gate = cfg.get("quality_gate")
+    if not gate or not gate.enabled or cfg.objective != "prm" or cfg.model.tokenizer != "toy":
+        return None
+    from evals.prm_eval import toy_gate_report
+    from prm.scoring import build_prm
+
+    prm = build_prm(
+        {
+            "name": "quality-gate", "backend": "hf", "model": checkpoint, "dtype": "float32",
+            "max_model_len": cfg.data.max_length, "aggregation": "min",
+            "format": OmegaConf.to_container(cfg.format, resolve=True),
+        }
+    )
+    pb = toy_gate_report(prm, gate.problems)["processbench"]
+    result = {
+        "metric": f"ProcessBench F1 on {gate.problems} held-out problems' reference and corrupted solutions",
+        "f1": round(pb["f1"], 4), "threshold": pb["threshold"], "floor": gate.min_f1,
+        "passed": pb["f1"] >= gate.min_f1,
+    }
+    if not result["passed"]:
+        raise PRMQualityError(
+            f"the trained PRM failed its quality gate: {result['metric']} is {result['f1']:.3f}, "
+            f"below the floor {gate.min_f1} (quality_gate.min_f1); checkpoint {checkpoint}"
+        )
+    log.info("quality gate passed: %s %.3f (floor %s)", result["metric"], result["f1"], gate.min_f1)
+    return result
 
 
 def run(cfg: DictConfig, release_engines: bool = True) -> dict:
@@ -99,11 +138,13 @@ def run(cfg: DictConfig, release_engines: bool = True) -> dict:
             policy_model,
         ),
     )
+    gate = quality_gate(cfg, stats["checkpoint"])
     report = {
         "name": cfg.name,
         "policy_model": policy_model,
         "data": {"counts": counts, **step_count_summary(records)},
         **stats,
+        **({"quality_gate": gate} if gate else {}),
         "config": c,
     }
     write_json_atomic(report_path, report)
@@ -115,7 +156,11 @@ def _app(cfg: DictConfig) -> None:
     # their settings are many and checked where they are read: a ValueError there is one
     with cli_errors(PROG, also=(ValueError,)):
         validate_groups(cfg, "policy")  # before any data, engine or model loads
-        report = run(cfg)
+        try:
+            report = run(cfg)
+        except PRMQualityError as e:  # trained, but below the floor: a failed build, not a bug
+            print(f"{PROG}: error: {e}", file=sys.stderr)
+            sys.exit(1)
     log.info(
         "%s trained: loss %.4f on %d examples -> %s",
         report["objective"], report["train_loss"], report["examples"], report["checkpoint"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,6 +35,14 @@ class SamplingConfig:
 _PROMPT_CACHE_SIZE = 1 << 15  # prompts whose token ids a policy remembers
 
 
+def request_seed(seed: int, key: str) -> int:
+    """The sampling seed of one request: a hash of the run's seed and the request's key (the
+    problem's id and the request's place in the strategy), the same in every process and on
+    every machine, so a request's samples do not depend on what it is batched with."""
+    digest = hashlib.sha256(f"{seed}\0{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1  # 63 bits: any torch generator takes it
+
+
 class PromptTooLongError(InputError):
     """A prompt (problem plus any steps so far) does not fit the model's context."""
 
@@ -43,10 +52,15 @@ class Policy(ABC):
 
     ``generate`` takes prompts made by ``format_prompt`` and returns ``n`` completions per
     prompt. With ``one_step=True`` each completion stops at the step delimiter (which is
-    not included in its text); otherwise it runs to the end of the solution.
+    not included in its text); otherwise it runs to the end of the solution. With
+    ``request_keys`` (one per prompt) prompt ``i`` samples under its own seed,
+    ``request_seed(seed, request_keys[i])``, so its completions are the same whatever else
+    is in the call (batch size, batch composition, resume points); without them the
+    backend's shared random state is used.
     """
 
     name: str
+    seed: int = 0  # the run's seed, from which request seeds are derived
     tokenizer: PreTrainedTokenizerBase
     prompt_config: PromptConfig
     sampling: SamplingConfig
@@ -116,8 +130,13 @@ class Policy(ABC):
         temperature: float | None = None,
         max_tokens: int | None = None,
         one_step: bool = False,
+        request_keys: Sequence[str] | None = None,
     ) -> list[list[Completion]]:
         """``n`` completions for each prompt (temperature/max_tokens default from config)."""
+
+    def _check_keys(self, prompts: Sequence[str], request_keys: Sequence[str] | None) -> None:
+        if request_keys is not None and len(request_keys) != len(prompts):
+            raise ValueError(f"{len(request_keys)} request keys for {len(prompts)} prompts")
 
     def prompt_token_counts(self, prompts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.encode_prompts(prompts)]

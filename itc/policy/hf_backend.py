@@ -8,7 +8,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import itc.ttt  # noqa: F401  (registers TTT checkpoints with the Auto classes)
-from itc.policy.base import Policy, PromptConfig, SamplingConfig
+from itc.policy.base import Policy, PromptConfig, SamplingConfig, request_seed
 from itc.types import Completion
 
 
@@ -56,7 +56,7 @@ class HFPolicy(Policy):
             model, dtype=torch_dtype, trust_remote_code=trust_remote_code
         ).to(self.device)
         self.model.eval()
-        self.generator_seed = seed
+        self.seed = seed
         torch.manual_seed(seed)
 
     @property
@@ -78,7 +78,13 @@ class HFPolicy(Policy):
         temperature: float | None = None,
         max_tokens: int | None = None,
         one_step: bool = False,
+        request_keys: Sequence[str] | None = None,
     ) -> list[list[Completion]]:
+        """As :meth:`Policy.generate`. With ``request_keys`` each prompt is generated in a
+        call of its own under its own seed (transformers samples from one global generator,
+        and a row's logits shift by rounding with the batch's padding), so its completions
+        do not depend on the other prompts; without them prompts are batched."""
+        self._check_keys(prompts, request_keys)
         temperature = self.sampling.temperature if temperature is None else temperature
         if max_tokens is None:
             max_tokens = self.sampling.max_step_tokens if one_step else self.sampling.max_tokens
@@ -86,7 +92,7 @@ class HFPolicy(Policy):
         eos_ids = self._eos_ids()
         delimiter = self.step_delimiter
         results: list[list[Completion]] = []
-        per_call = max(1, self.batch_size // max(1, n))
+        per_call = 1 if request_keys is not None else max(1, self.batch_size // max(1, n))
         for start in range(0, len(prompts), per_call):
             chunk = list(prompts[start : start + per_call])
             room = self.max_model_len - max(lengths[start : start + per_call])
@@ -105,7 +111,13 @@ class HFPolicy(Policy):
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
             if one_step:
                 kwargs.update(stop_strings=[delimiter], tokenizer=self.tokenizer)
-            out = self.model.generate(**enc, **kwargs)
+            if request_keys is None:
+                out = self.model.generate(**enc, **kwargs)
+            else:
+                devices = [torch.device(self.device).index or 0] if self.device.startswith("cuda") else []
+                with torch.random.fork_rng(devices=devices):
+                    torch.manual_seed(request_seed(self.seed, request_keys[start]))
+                    out = self.model.generate(**enc, **kwargs)
             new = out[:, enc["input_ids"].shape[1] :].tolist()
             for i in range(len(chunk)):
                 # no prefix cache: each of the n sequences computes its whole prompt

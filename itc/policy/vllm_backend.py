@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from itc.errors import BackendError
-from itc.policy.base import Policy, PromptConfig, SamplingConfig
+from itc.policy.base import Policy, PromptConfig, SamplingConfig, request_seed
 from itc.policy.reaper import child_processes, reap_on_exit
 from itc.types import Completion
 
@@ -119,6 +119,7 @@ class VLLMPolicy(Policy):
         self.prompt_config = prompt
         self.sampling = sampling
         self.max_model_len = max_model_len
+        self.seed = seed
         self.llm = get_engine(
             model=model,
             tokenizer=tokenizer or model,
@@ -168,12 +169,14 @@ class VLLMPolicy(Policy):
         temperature: float | None = None,
         max_tokens: int | None = None,
         one_step: bool = False,
+        request_keys: Sequence[str] | None = None,
     ) -> list[list[Completion]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         if not prompts:
             return []
+        self._check_keys(prompts, request_keys)
         temperature = self.sampling.temperature if temperature is None else temperature
         if max_tokens is None:
             max_tokens = self.sampling.max_step_tokens if one_step else self.sampling.max_tokens
@@ -182,7 +185,7 @@ class VLLMPolicy(Policy):
         by_string = one_step and stop_token is None
         token_ids = self.encode_prompts(prompts)
         params = []
-        for p, ids in zip(prompts, token_ids):
+        for i, (p, ids) in enumerate(zip(prompts, token_ids)):
             used = self.check_prompt(p, len(ids))
             params.append(
                 SamplingParams(
@@ -193,6 +196,8 @@ class VLLMPolicy(Policy):
                     stop=[delimiter] if by_string else None,
                     stop_token_ids=[stop_token] if stop_token is not None else None,
                     detokenize=by_string,
+                    # vLLM gives a seeded request its own generator (its n samples: seed + j)
+                    seed=request_seed(self.seed, request_keys[i]) if request_keys is not None else None,
                 )
             )
         # One request per sample, as vLLM's own parallel sampling (n > 1) fans out: each
@@ -201,7 +206,7 @@ class VLLMPolicy(Policy):
         with engine_failures(f"policy {self.name!r}"):
             outputs = self.llm.generate(
                 [TokensPrompt(prompt_token_ids=ids) for ids in token_ids for _ in range(n)],
-                [sp for sp in params for _ in range(n)],
+                [_sample_params(sp, j) for sp in params for j in range(n)],
                 use_tqdm=False,
             )
         samples = [out.outputs[0] for out in outputs]
@@ -231,6 +236,16 @@ class VLLMPolicy(Policy):
                 )
             )
         return results
+
+
+def _sample_params(params: Any, j: int) -> Any:
+    """The parameters of sample ``j`` of a request: a seeded request's samples get seeds
+    seed + j, as vLLM's own parallel sampling gives them."""
+    if params.seed is None:
+        return params
+    sample = params.clone()
+    sample.seed = (params.seed + j) % (1 << 63)
+    return sample
 
 
 def _without(ids: Sequence[int], stop_token: int | None) -> Sequence[int]:
