@@ -3,7 +3,8 @@
 A sweep folder (``multirun/<name>``) holds Hydra's ``multirun.yaml``, whose
 ``hydra.overrides.task`` lists the sweep's overrides (``strategy=a,b n=1,4``). Hydra's basic
 sweeper expands them into one override list per job, and every job that started saved its
-own list in ``<job>/.hydra/overrides.yaml``. A job is *missing* when no folder holds its
+own list in ``<job>/.hydra/overrides.yaml`` (and, once it finished, in the folder's
+``.hydra/jobs.yaml``: jobs can share a folder, as ``greedy`` at every ``n``). A job is *missing* when no folder holds its
 overrides, and *incomplete* when its folder has no ``metrics.json`` (the run stopped before
 the end; rerunning the sweep resumes it).
 """
@@ -63,6 +64,9 @@ def sweep_status(folder: str | Path) -> SweepStatus | None:
     for overrides in sorted(folder.rglob(".hydra/overrides.yaml")):
         run_dir = overrides.parent.parent
         started[_key(list(OmegaConf.load(overrides)))] = run_dir
+    for finished in sorted(folder.rglob(".hydra/jobs.yaml")):  # jobs that shared a folder
+        for job in OmegaConf.load(finished):
+            started[_key(list(job))] = finished.parent.parent
     status = SweepStatus(folder=folder, expected=len(jobs))
     for job in jobs:
         run_dir = started.get(_key(job))

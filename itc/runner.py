@@ -108,6 +108,22 @@ def _record_run(run_dir: Path, cfg: DictConfig, ident: dict[str, Any]) -> None:
             f.write(OmegaConf.to_yaml(HydraConfig.get().overrides.task))
 
 
+def _record_job(run_dir: Path) -> None:
+    """Add this job's command-line overrides to the folder's list of finished jobs
+    (``.hydra/jobs.yaml``): several jobs of a sweep can share a folder (``greedy`` ignores
+    ``n``), and ``itc-curves`` checks a sweep's jobs against these lists."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    path = run_dir / HYDRA_RECORD / "jobs.yaml"
+    jobs = OmegaConf.to_container(OmegaConf.load(path)) if path.exists() else []
+    task = list(HydraConfig.get().overrides.task)
+    if task not in jobs:
+        with atomic_writer(path) as f:
+            f.write(OmegaConf.to_yaml([*jobs, task]))
+
+
 def to_record(
     problem: Problem,
     result: StrategyResult,
@@ -298,4 +314,5 @@ def run_experiment(
         seed=cfg.seed,
     )
     write_json_atomic(run_dir / METRICS_FILE, metrics)
+    _record_job(run_dir)
     return metrics

@@ -48,3 +48,12 @@ def test_missing_and_incomplete_runs_are_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"incomplete run (no metrics.json): {half}" in err
     assert "missing run: strategy=majority n=4" in err
+
+
+def test_jobs_that_shared_a_folder_are_found(tmp_path):
+    """greedy ignores n: its jobs at n=1 and n=4 write one folder, which lists both."""
+    OmegaConf.save(OmegaConf.create({"hydra": {"overrides": {"task": ["strategy=greedy", "n=1,4"]}}}), tmp_path / "multirun.yaml")
+    d = _job(tmp_path, "greedy-n1", ["strategy=greedy", "n=1"])
+    OmegaConf.save(OmegaConf.create([["strategy=greedy", "n=1"], ["strategy=greedy", "n=4"]]), d / ".hydra" / "jobs.yaml")
+    status = sweep_status(tmp_path)
+    assert status.ok and status.complete == [d, d]
