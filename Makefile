@@ -11,6 +11,8 @@ STAMP := $(VENV)/.installed-$(EXTRA)
 DEMO_NAME ?= demo
 DEMO_NS ?= 1,4,16
 DEMO_STRATEGIES ?= greedy,majority,best_of_n,beam_search,dvts,self_reflection
+# the one final selection rule every strategy is also drawn under (and logged), for a fair comparison
+DEMO_SELECTION ?= weighted_majority/min
 
 .PHONY: install demo test clean
 
@@ -36,7 +38,9 @@ demo: install
 	# The curves are drawn even when the sweep fails after writing some runs (itc-curves names
 	# the missing ones); make still reports the sweep's failure.
 	status=0; $(BIN)/itc-run -m name=$(DEMO_NAME) strategy=$(DEMO_STRATEGIES) n=$(DEMO_NS) prm=toy || status=$$?; \
-	$(BIN)/itc-curves multirun/$(DEMO_NAME) && exit $$status
+	$(BIN)/itc-curves multirun/$(DEMO_NAME) && \
+	$(BIN)/itc-curves multirun/$(DEMO_NAME) --selection $(DEMO_SELECTION) --out multirun/$(DEMO_NAME)/$(DEMO_SELECTION) \
+	    --log "make demo, every strategy under $(DEMO_SELECTION)" && exit $$status
 
 test: install
 	$(BIN)/python -m pytest -q tests
