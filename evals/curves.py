@@ -15,7 +15,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from itc.results import CONFIG_FILE, METRICS_FILE, ResultsStore, read_json, summarize
+from itc.results import CONFIG_FILE, METRICS_FILE, ResultsStore, flatten, read_json, summarize
 
 # identity keys that never label a line: N is the x axis, the weights follow from the PRM
 _UNLABELLED = {"strategy.n", "strategy._target_", "prm_weights"}
@@ -43,7 +43,7 @@ def identity(m: dict[str, Any]) -> dict[str, Any]:
     """The flattened configuration of a run (its ``run_config.json``), else what its metrics
     name (runs written before the configuration was kept)."""
     path = Path(m.get("run_dir") or ".") / CONFIG_FILE
-    flat = _flatten(read_json(path)) if m.get("run_dir") and path.exists() else {}
+    flat = flatten(read_json(path)) if m.get("run_dir") and path.exists() else {}
     for key, field in zip(_NAMES, ("strategy", "policy", "dataset", "prm")):
         if flat.get(key) is None:
             flat[key] = m.get(field)
@@ -77,15 +77,6 @@ def labels(metrics: list[dict[str, Any]]) -> list[str]:
 
 def _short(key: str) -> str:
     return key.split(".")[0] if key in _NAMES else key.removeprefix("strategy.")
-
-
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
 
 
 def under_selection(metrics: list[dict[str, Any]], rule: str) -> tuple[list[dict[str, Any]], list[str]]:

@@ -81,6 +81,16 @@ def remove_stale_temporaries(folder: str | Path, name: str) -> None:
         tmp.unlink(missing_ok=True)
 
 
+def flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested config (plain dicts) as one level of dotted keys: ``{"a.b": 1}``."""
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
 def write_json_atomic(path: Path, data: Any) -> None:
     """Write JSON to a temporary file in the same folder, then rename over ``path``."""
     with atomic_writer(path) as f:

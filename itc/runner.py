@@ -22,6 +22,7 @@ from itc.results import (
     RESULTS_FILE,
     ResultsStore,
     atomic_writer,
+    flatten,
     read_json,
     summarize,
     write_json_atomic,
@@ -66,15 +67,6 @@ def _without_serving(ident: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(d, dict):
-        return {prefix: d}
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
-    return out
-
-
 def _check_resume(run_dir: Path, cfg: DictConfig, ident: dict[str, Any] | None = None) -> None:
     """Check that a folder holding results holds them for this configuration. A folder with
     no results takes any configuration: the identity is recorded with the first result
@@ -83,8 +75,8 @@ def _check_resume(run_dir: Path, cfg: DictConfig, ident: dict[str, Any] | None =
     results = run_dir / RESULTS_FILE
     if not path.exists() or not results.exists() or not results.read_bytes().strip():
         return
-    old = _flatten(_without_serving(read_json(path)))
-    new = _flatten(ident if ident is not None else _identity(cfg))
+    old = flatten(_without_serving(read_json(path)))
+    new = flatten(ident if ident is not None else _identity(cfg))
     diff = sorted(k for k in old.keys() | new.keys() if old.get(k) != new.get(k))
     if diff:
         raise ConfigMismatchError(
