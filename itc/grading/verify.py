@@ -101,6 +101,19 @@ def _mark_timed_out(answer: str) -> None:
         _timed_out.popitem(last=False)
 
 
+def _decided_without_sympy(pred: str | None, gold: str | None) -> bool | None:
+    """Equivalence decided without math-verify: a missing answer, equal canonical strings,
+    plain numbers, or an answer that timed out before (it stands alone); else None."""
+    if pred is None or gold is None:
+        return False
+    cheap = _cheap(pred, gold)
+    if cheap is not None:
+        return cheap
+    if timed_out(pred) or timed_out(gold):
+        return False
+    return None
+
+
 def _cheap(pred: str, gold: str) -> bool | None:
     """Equivalence decided without math-verify (equal canonical strings, plain numbers)."""
     if normalize(pred) == normalize(gold):
@@ -120,13 +133,9 @@ def answers_equivalent(
     ``gold`` is the reference side (math-verify is not symmetric). ``deadline`` (a
     ``time.monotonic()`` value) cuts the check short; see :class:`GradingBudget`.
     """
-    if pred is None or gold is None:
-        return False
-    cheap = _cheap(pred, gold)
-    if cheap is not None:
-        return cheap
-    if timed_out(pred) or timed_out(gold):
-        return False
+    decided = _decided_without_sympy(pred, gold)
+    if decided is not None:
+        return decided
     if threading.current_thread() is threading.main_thread():
         verdict = _verify_latex(gold, pred, timeout, deadline)
     else:
@@ -157,13 +166,9 @@ class GradingBudget:
         self.exhausted = False
 
     def equivalent(self, pred: str | None, gold: str | None) -> bool:
-        if pred is None or gold is None:
-            return False
-        cheap = _cheap(pred, gold)
-        if cheap is not None:
-            return cheap
-        if timed_out(pred) or timed_out(gold):
-            return False
+        decided = _decided_without_sympy(pred, gold)
+        if decided is not None:
+            return decided
         if self.deadline - time.monotonic() < 1:
             self.exhausted = True
             return False

@@ -6,7 +6,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from itc.errors import BackendError, InputError
+from itc.errors import InputError, loading
 from itc.policy.base import Policy, PromptConfig, PromptTooLongError, SamplingConfig
 
 BACKENDS = ("vllm", "hf")
@@ -39,7 +39,7 @@ def build_policy(cfg: DictConfig | dict[str, Any], seed: int = 0) -> Policy:
         seed=seed,
         trust_remote_code=c.get("trust_remote_code", False),
     )
-    try:
+    with loading(f"policy {c['name']!r}", backend, model):
         if backend == "vllm":
             from itc.policy.vllm_backend import VLLMPolicy
 
@@ -47,13 +47,6 @@ def build_policy(cfg: DictConfig | dict[str, Any], seed: int = 0) -> Policy:
         from itc.policy.hf_backend import HFPolicy
 
         return HFPolicy(**common, **c.get("hf", {}))
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001 - an engine fails in many ways; name which one
-        raise BackendError(
-            f"policy {c['name']!r}: the {backend} backend failed to load {model!r} "
-            f"({type(e).__name__}: {e})"
-        ) from e
 
 
 __all__ = [

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from itc.errors import BackendError, InputError
+from itc.errors import InputError, loading
 
 from prm.scoring.aggregate import AGGREGATIONS, aggregate
 
@@ -65,7 +65,7 @@ def build_prm(cfg: DictConfig | dict[str, Any], seed: int = 0) -> "PRM":
         aggregation=c.get("aggregation", "min"),
         trust_remote_code=c.get("trust_remote_code", False),
     )
-    try:
+    with loading(f"prm {c['name']!r}", backend, common["model"]):
         if backend == "vllm":
             from prm.scoring.vllm_backend import VLLMPRM
 
@@ -73,13 +73,6 @@ def build_prm(cfg: DictConfig | dict[str, Any], seed: int = 0) -> "PRM":
         from prm.scoring.hf_backend import HFPRM
 
         return HFPRM(**common, **(c.get("hf") or {}))
-    except InputError:
-        raise
-    except Exception as e:  # noqa: BLE001 - an engine fails in many ways; name which one
-        raise BackendError(
-            f"prm {c['name']!r}: the {backend} backend failed to load {common['model']!r} "
-            f"({type(e).__name__}: {e})"
-        ) from e
 
 
 __all__ = [
