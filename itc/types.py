@@ -35,6 +35,10 @@ class Completion:
     # Prompt tokens the engine computed for this sample's request (the rest it read from its
     # prefix cache); None when the backend does not say, and then the whole prompt counts.
     prompt_tokens_computed: int | None = None
+    # With ``generate(..., logprobs=k)``: per generated token, minus the mean of the k
+    # largest log-probabilities of its next-token distribution (the model's raw one, before
+    # temperature): DeepConf's token confidence, high where the distribution is peaked.
+    token_confidence: list[float] | None = None
 
 
 @dataclass

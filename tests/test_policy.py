@@ -136,6 +136,32 @@ def test_hf_backend_same_interface_and_agrees_with_vllm_at_temperature_zero(vllm
     assert all(len(o) == 3 for o in sampled)
 
 
+def test_token_confidence_from_top_logprobs_agrees_between_backends(vllm_policy, hf_policy):
+    """``logprobs=k``: each token's confidence is minus the mean of its top-k log-probabilities,
+    one per generated token (the delimiter a step stops on included), the same on vLLM and
+    transformers; without ``logprobs`` there are none."""
+    import math
+
+    prompts = _prompts(vllm_policy, k=4)
+    assert all(c.token_confidence is None for cs in vllm_policy.generate(prompts[:1]) for c in cs)
+    whole = None
+    for one_step in (False, True):
+        v = vllm_policy.generate(prompts, temperature=0.0, logprobs=5, one_step=one_step)
+        h = hf_policy.generate(prompts, temperature=0.0, logprobs=5, one_step=one_step)
+        for (a,), (b,) in zip(v, h):
+            assert len(a.token_confidence) == a.num_tokens and all(x >= 0 for x in a.token_confidence)
+            if a.text == b.text:
+                assert len(b.token_confidence) == b.num_tokens == a.num_tokens
+                assert all(math.isclose(x, y, abs_tol=2e-2) for x, y in zip(a.token_confidence, b.token_confidence))
+        whole = whole or v
+    # the mean over the top 20 reaches further into the tail than over the top 5: higher
+    ((wide,),) = vllm_policy.generate(prompts[:1], temperature=0.0, logprobs=20)
+    assert wide.text == whole[0][0].text
+    assert all(w > x for w, x in zip(wide.token_confidence, whole[0][0].token_confidence))
+    with pytest.raises(ValueError, match="logprobs"):
+        vllm_policy.generate(prompts[:1], logprobs=0)
+
+
 def test_toy_policy_engine_settings_reach_vllm(vllm_policy):
     """configs/policy/toy.yaml's engine_kwargs reach vLLM: prefix caching reuses whole blocks,
     and the CPU default (128 tokens) is longer than most toy prompts."""

@@ -32,7 +32,8 @@ class SamplingConfig:
     max_step_tokens: int = 128  # one step, when a strategy asks for one step
 
 
-_PROMPT_CACHE_SIZE = 1 << 15  # prompts whose token ids a policy remembers
+_PROMPT_CACHE_SIZE = 1 << 15
+MAX_LOGPROBS = 20  # top log-probabilities per token a request may ask for (vLLM's default cap)  # prompts whose token ids a policy remembers
 
 
 def request_seed(seed: int, key: str) -> int:
@@ -56,7 +57,9 @@ class Policy(ABC):
     ``request_keys`` (one per prompt) prompt ``i`` samples under its own seed,
     ``request_seed(seed, request_keys[i])``, so its completions are the same whatever else
     is in the call (batch size, batch composition, resume points); without them the
-    backend's shared random state is used.
+    backend's shared random state is used. With ``logprobs=k`` each completion carries its
+    tokens' confidences (:attr:`itc.types.Completion.token_confidence`, from the top ``k``
+    log-probabilities at each token).
     """
 
     name: str
@@ -131,12 +134,18 @@ class Policy(ABC):
         max_tokens: int | None = None,
         one_step: bool = False,
         request_keys: Sequence[str] | None = None,
+        logprobs: int | None = None,
     ) -> list[list[Completion]]:
         """``n`` completions for each prompt (temperature/max_tokens default from config)."""
 
     def _check_keys(self, prompts: Sequence[str], request_keys: Sequence[str] | None) -> None:
         if request_keys is not None and len(request_keys) != len(prompts):
             raise ValueError(f"{len(request_keys)} request keys for {len(prompts)} prompts")
+
+    @staticmethod
+    def _check_logprobs(logprobs: int | None) -> None:
+        if logprobs is not None and not 1 <= logprobs <= MAX_LOGPROBS:
+            raise ValueError(f"logprobs must be between 1 and {MAX_LOGPROBS}, got {logprobs}")
 
     def prompt_token_counts(self, prompts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.encode_prompts(prompts)]

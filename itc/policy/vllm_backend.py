@@ -170,6 +170,7 @@ class VLLMPolicy(Policy):
         max_tokens: int | None = None,
         one_step: bool = False,
         request_keys: Sequence[str] | None = None,
+        logprobs: int | None = None,
     ) -> list[list[Completion]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
@@ -177,6 +178,7 @@ class VLLMPolicy(Policy):
         if not prompts:
             return []
         self._check_keys(prompts, request_keys)
+        self._check_logprobs(logprobs)
         temperature = self.sampling.temperature if temperature is None else temperature
         if max_tokens is None:
             max_tokens = self.sampling.max_step_tokens if one_step else self.sampling.max_tokens
@@ -198,6 +200,8 @@ class VLLMPolicy(Policy):
                     detokenize=by_string,
                     # vLLM gives a seeded request its own generator (its n samples: seed + j)
                     seed=request_seed(self.seed, request_keys[i]) if request_keys is not None else None,
+                    logprobs=logprobs,
+                    flat_logprobs=True,  # a few flat lists per request, not a dict per token
                 )
             )
         # One request per sample, as vLLM's own parallel sampling (n > 1) fans out: each
@@ -233,6 +237,7 @@ class VLLMPolicy(Policy):
                     finished=reason == "eos",
                     finish_reason=reason,
                     prompt_tokens_computed=len(out.prompt_token_ids) - (out.num_cached_tokens or 0),
+                    token_confidence=None if logprobs is None else _confidences(c.logprobs),
                 )
             )
         return results
@@ -246,6 +251,16 @@ def _sample_params(params: Any, j: int) -> Any:
     sample = params.clone()
     sample.seed = (params.seed + j) % (1 << 63)
     return sample
+
+
+def _confidences(flat: Any) -> list[float]:
+    """Token confidences from vLLM's flat logprobs: at each position the sampled token's
+    entry comes first, then the top k (which may list the sampled token again)."""
+    lps = flat.logprobs
+    return [
+        -sum(lps[s + 1 : e]) / (e - s - 1) if e - s > 1 else -lps[s]
+        for s, e in zip(flat.start_indices, flat.end_indices)
+    ]
 
 
 def _without(ids: Sequence[int], stop_token: int | None) -> Sequence[int]:
