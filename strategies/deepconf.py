@@ -1,0 +1,230 @@
+"""Confidence-weighted voting with early stopping (Fu et al. 2025, "Deep Think with
+Confidence"): the policy's own token log-probabilities, no PRM.
+
+A token's confidence is minus the mean of the ``top_logprobs`` largest log-probabilities of
+its next-token distribution (:attr:`itc.types.Completion.token_confidence`). A trace's
+*group confidence* is the mean over a sliding window of ``window`` tokens; its confidence is
+the lowest group confidence along it (the mean over the whole trace when it is shorter than
+the window).
+
+- ``mode=offline``: N traces; keep the ``eta`` % most confident of those with an answer
+  (``eta`` 10 is DeepConf-low, 90 DeepConf-high) and vote, each weighted by its confidence.
+- ``mode=online``: ``warmup`` traces are generated first and set the threshold, the
+  confidence that ``eta`` % of them reach (the 100 - eta percentile). The other N - warmup
+  traces are generated step by step, all live traces of all problems in one vLLM call per
+  step, and a trace is stopped at the end of the step in which a full window's confidence
+  drops below the threshold. DeepConf's vLLM fork stops at that token; a step here is at
+  most ``policy.sampling.max_step_tokens`` tokens, so a trace overshoots by less than a
+  step, and no fork or logits processor is needed. The vote is the warm-up traces that reach
+  the threshold and the traces not stopped, weighted by confidence. Each result's ``meta``
+  says how many traces were stopped and the tokens they were estimated to save (the
+  warm-up traces' mean length minus what each used); the measured saving is the difference
+  in tokens against ``mode=offline`` at the same N (the sweep in docs/strategies.md).
+
+Every trace is a candidate, with ``meta.confidence``, ``meta.step_confidence`` (the mean
+token confidence of each step; for a whole trace the steps' tokens are counted by
+re-tokenizing them, so a token that spans the delimiter is given to one side) and, in online
+mode, ``meta.stopped``; ``among`` is the traces that vote. One unit of N is one trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from itc.candidates import make_candidate, majority_choice
+from itc.policy import Policy
+from itc.types import Candidate, Completion, Problem
+from strategies.accounting import Meter
+from strategies.base import Found, Strategy, StrategyConfigError
+from strategies.steps import BOXED
+
+MODES = ("offline", "online")
+
+
+def group_confidences(token_confidence: Sequence[float], window: int) -> np.ndarray:
+    """The mean confidence of every window of ``window`` consecutive tokens (empty when the
+    trace is shorter)."""
+    x = np.asarray(token_confidence, dtype=float)
+    if len(x) < window:
+        return np.empty(0)
+    c = np.concatenate(([0.0], np.cumsum(x)))
+    return (c[window:] - c[:-window]) / window
+
+
+def trace_confidence(token_confidence: Sequence[float], window: int) -> float:
+    """The lowest group confidence of a trace; its mean confidence when shorter than a window."""
+    groups = group_confidences(token_confidence, window)
+    if len(groups):
+        return float(groups.min())
+    return float(np.mean(token_confidence)) if len(token_confidence) else 0.0
+
+
+def threshold(confidences: Sequence[float], eta: float) -> float:
+    """The confidence that the ``eta`` % most confident traces reach."""
+    return float(np.percentile(np.asarray(confidences, dtype=float), 100 - eta))
+
+
+def drops_below(token_confidence: Sequence[float], window: int, bar: float, since: int = 0) -> bool:
+    """Whether a full window ending at token ``since`` or later has a mean below ``bar``."""
+    groups = group_confidences(token_confidence, window)
+    first = max(0, since - window + 1)
+    return bool(len(groups) > first and groups[first:].min() < bar)
+
+
+def keep_top(confidences: Sequence[float], eta: float) -> list[int]:
+    """Indices of the ``eta`` % most confident (at least one when there are any)."""
+    if not len(confidences):
+        return []
+    bar = threshold(confidences, eta)
+    return [i for i, c in enumerate(confidences) if c >= bar]
+
+
+class DeepConf(Strategy):
+    name = "deepconf"
+
+    def __init__(
+        self,
+        n: int = 4,
+        mode: str = "offline",
+        eta: float = 10,
+        window: int = 2048,
+        top_logprobs: int = 20,
+        warmup: int = 16,
+        temperature: float | None = None,
+    ) -> None:
+        super().__init__(n)
+        if mode not in MODES:
+            raise StrategyConfigError(f"deepconf mode {mode!r} is not one of {', '.join(MODES)}")
+        if not 0 < eta <= 100:
+            raise StrategyConfigError(f"deepconf eta must be a percentage in (0, 100], got {eta}")
+        if window < 1 or warmup < 1 or not 1 <= top_logprobs <= 20:
+            raise StrategyConfigError(
+                f"deepconf needs window >= 1, warmup >= 1 and 1 <= top_logprobs <= 20, got {window}, {warmup}, {top_logprobs}"
+            )
+        self.mode, self.eta, self.window = mode, eta, window
+        self.top_logprobs, self.warmup, self.temperature = top_logprobs, warmup, temperature
+
+    def rule(self, prm: Any) -> str:
+        return "confidence_weighted"
+
+    def choose(self, candidates: Sequence[Candidate], among: Sequence[int] | None, prm: Any) -> int | None:
+        idx = [i for i in (range(len(candidates)) if among is None else among) if candidates[i].answer is not None]
+        k = majority_choice([candidates[i] for i in idx], weights=[candidates[i].meta["confidence"] for i in idx])
+        return None if k is None else idx[k]
+
+    def _whole(self, problems: Sequence[Problem], policy: Policy, meter: Meter, n: int, key: str) -> list[list[Candidate]]:
+        prompts = [policy.format_prompt(p.problem) for p in problems]
+        outputs = meter.generate(
+            policy, prompts, range(len(problems)), n=n, temperature=self.temperature,
+            request_keys=[f"{p.id}{key}" for p in problems], logprobs=self.top_logprobs,
+        )
+        return [[self._candidate(policy, c.text, c, c.token_confidence or []) for c in outs] for outs in outputs]
+
+    def _candidate(self, policy: Policy, text: str, c: Completion | None, confs: Sequence[float], **kw: Any) -> Candidate:
+        cand = make_candidate(text, policy.step_delimiter, c, **kw)
+        cand.meta["confidence"] = trace_confidence(confs, self.window)
+        if "step_confidence" not in cand.meta:
+            cand.meta["step_confidence"] = _step_means(policy, cand.steps, confs)
+        return cand
+
+    def search(self, problems: Sequence[Problem], policy: Policy, prm: Any, meter: Meter) -> list[Found]:
+        if self.mode == "offline":
+            found = []
+            for cands in self._whole(problems, policy, meter, self.n, ""):
+                answered = [i for i, c in enumerate(cands) if c.answer is not None]
+                kept = keep_top([cands[i].meta["confidence"] for i in answered], self.eta)
+                found.append(Found(cands, among=[answered[k] for k in kept]))
+            return found
+        return self._online(problems, policy, meter)
+
+    def _online(self, problems: Sequence[Problem], policy: Policy, meter: Meter) -> list[Found]:
+        warm = self._whole(problems, policy, meter, min(self.warmup, self.n), "")
+        bars = [threshold([c.meta["confidence"] for c in cands], self.eta) for cands in warm]
+        traces = [_Trace(i) for i in range(len(problems)) for _ in range(self.n - len(warm[i]))]
+        budget = policy.sampling.max_tokens
+        live = list(traces)
+        while live:
+            # one call per distinct step budget: a trace never exceeds max_tokens in all
+            by_room: dict[int, list[_Trace]] = {}
+            for t in live:
+                by_room.setdefault(min(policy.sampling.max_step_tokens, budget - t.tokens), []).append(t)
+            for room, group in by_room.items():
+                prompts = [policy.format_prompt(problems[t.owner].problem, t.steps) for t in group]
+                outputs = meter.generate(
+                    policy, prompts, [t.owner for t in group], n=1, temperature=self.temperature,
+                    max_tokens=room, one_step=True, logprobs=self.top_logprobs,
+                )  # unseeded, as every step-level search here (docs/strategies.md, "Runs that repeat")
+                for t, (c,) in zip(group, outputs):
+                    t.add(c, self.window, bars[t.owner], budget)
+            live = [t for t in live if t.open]
+        found = []
+        for i, cands in enumerate(warm):
+            mine = [t for t in traces if t.owner == i]
+            finals = [self._candidate(policy, policy.step_delimiter.join(t.steps), None, t.confidence,
+                                      completion_tokens=t.tokens, finished=t.finished,
+                                      meta={"stopped": t.stopped, "step_confidence": t.step_confidence})
+                      for t in mine]
+            for c in cands:
+                c.meta["warmup"] = True
+            all_cands = cands + finals
+            among = [k for k, c in enumerate(all_cands) if c.answer is not None and not c.meta.get("stopped")
+                     and (not c.meta.get("warmup") or c.meta["confidence"] >= bars[i])]
+            mean_warm = float(np.mean([c.completion_tokens for c in cands]))
+            stopped = [t for t in mine if t.stopped]
+            found.append(Found(all_cands, among=among, meta={
+                "threshold": bars[i],
+                "warmup": len(cands),
+                "stopped": len(stopped),
+                "stopped_tokens": sum(t.tokens for t in stopped),
+                "tokens_saved_estimate": round(sum(max(0.0, mean_warm - t.tokens) for t in stopped), 1),
+            }))
+        return found
+
+
+class _Trace:
+    """An online trace generated step by step, with its tokens' confidences."""
+
+    def __init__(self, owner: int) -> None:
+        self.owner = owner
+        self.steps: list[str] = []
+        self.confidence: list[float] = []
+        self.step_confidence: list[float] = []
+        self.tokens = 0
+        self.finished = self.stopped = self.ended = False
+
+    @property
+    def open(self) -> bool:
+        return not (self.finished or self.stopped or self.ended)
+
+    def add(self, c: Completion, window: int, bar: float, budget: int) -> None:
+        """One generated step; stops the trace when a window that ends in it drops below ``bar``."""
+        step = c.text.strip()
+        since = len(self.confidence)
+        confs = c.token_confidence or []
+        self.confidence += confs
+        self.tokens += c.num_tokens
+        if step:
+            self.steps.append(step)
+            self.step_confidence.append(float(np.mean(confs)) if confs else 0.0)
+        self.finished = c.finish_reason == "eos" or BOXED in step
+        if not self.finished:
+            self.stopped = drops_below(self.confidence, window, bar, since)
+            self.ended = not step or c.finish_reason == "length" or self.tokens >= budget
+
+
+def _step_means(policy: Policy, steps: Sequence[str], confs: Sequence[float]) -> list[float]:
+    """Mean token confidence of each step of a whole trace; the steps' tokens counted by
+    tokenizing each step with its delimiter (the last step takes what remains)."""
+    if not steps or not confs:
+        return [0.0] * len(steps)
+    counts = [len(ids) for ids in policy.tokenizer([s + policy.step_delimiter for s in steps], add_special_tokens=False)["input_ids"]]
+    out, start = [], 0
+    for k, n in enumerate(counts):
+        end = len(confs) if k == len(counts) - 1 else min(len(confs), start + n)
+        part = confs[start:end]
+        out.append(float(np.mean(part)) if part else 0.0)
+        start = end
+    return out
