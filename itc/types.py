@@ -31,7 +31,7 @@ class Completion:
     # True when the sample ended the solution (EOS), False when it stopped at a step
     # delimiter or ran out of tokens.
     finished: bool
-    finish_reason: str  # "eos", "step", "length"
+    finish_reason: str  # "eos", "step", "length", "stopped" (by the caller's stop_when)
     # Prompt tokens the engine computed for this sample's request (the rest it read from its
     # prefix cache); None when the backend does not say, and then the whole prompt counts.
     prompt_tokens_computed: int | None = None

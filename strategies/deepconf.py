@@ -11,20 +11,21 @@ the window).
   (``eta`` 10 is DeepConf-low, 90 DeepConf-high) and vote, each weighted by its confidence.
 - ``mode=online``: ``warmup`` traces are generated first and set the threshold, the
   confidence that ``eta`` % of them reach (the 100 - eta percentile). The other N - warmup
-  traces are generated step by step, all live traces of all problems in one vLLM call per
-  step, and a trace is stopped at the end of the step in which a full window's confidence
-  drops below the threshold. DeepConf's vLLM fork stops at that token; a step here is at
-  most ``policy.sampling.max_step_tokens`` tokens, so a trace overshoots by less than a
-  step, and no fork or logits processor is needed. The vote is the warm-up traces that reach
-  the threshold and the traces not stopped, weighted by confidence. Each result's ``meta``
-  says how many traces were stopped and the tokens they were estimated to save (the
-  warm-up traces' mean length minus what each used); the measured saving is the difference
-  in tokens against ``mode=offline`` at the same N (the sweep in docs/strategies.md).
+  traces, of every problem in one batch, are streamed from the vLLM engine token by token
+  (``Policy.generate(..., stop_when=...)``), and a trace is aborted at the token where a
+  full window's confidence drops below its problem's threshold: the stop is inside the
+  generation, as in DeepConf's vLLM fork, but through the engine's own request API (no fork,
+  no logits processor). The vote is the warm-up traces that reach the threshold and the
+  traces not stopped, weighted by confidence. Each result's ``meta`` says how many traces
+  were stopped and the tokens they are estimated to have saved (the warm-up traces' mean
+  length minus what each used); the measured saving is the difference in tokens against
+  ``mode=offline`` at the same N (``make sweep-new``, docs/strategies.md). Online mode needs
+  the vLLM backend.
 
-Every trace is a candidate, with ``meta.confidence``, ``meta.step_confidence`` (the mean
-token confidence of each step; for a whole trace the steps' tokens are counted by
-re-tokenizing them, so a token that spans the delimiter is given to one side) and, in online
-mode, ``meta.stopped``; ``among`` is the traces that vote. One unit of N is one trace.
+Every trace is a candidate, with ``meta.confidence`` and ``meta.step_confidence`` (the mean
+token confidence of each step; the steps' tokens are counted by re-tokenizing them, so a
+token that spans the delimiter is given to one side), and in online mode ``meta.warmup`` or
+``meta.stopped``; ``among`` is the traces that vote. One unit of N is one trace.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from itc.policy import Policy
 from itc.types import Candidate, Completion, Problem
 from strategies.accounting import Meter
 from strategies.base import Found, Strategy, StrategyConfigError
-from strategies.steps import BOXED
 
 MODES = ("offline", "online")
 
@@ -68,10 +68,10 @@ def threshold(confidences: Sequence[float], eta: float) -> float:
 
 
 def drops_below(token_confidence: Sequence[float], window: int, bar: float, since: int = 0) -> bool:
-    """Whether a full window ending at token ``since`` or later has a mean below ``bar``."""
-    groups = group_confidences(token_confidence, window)
-    first = max(0, since - window + 1)
-    return bool(len(groups) > first and groups[first:].min() < bar)
+    """Whether a full window ending at token ``since`` (0-based) or later has a mean below
+    ``bar``; only those windows are computed, so a check per new token stays cheap."""
+    groups = group_confidences(token_confidence[max(0, since - window + 1) :], window)
+    return bool(len(groups) and groups.min() < bar)
 
 
 def keep_top(confidences: Sequence[float], eta: float) -> list[int]:
@@ -141,78 +141,47 @@ class DeepConf(Strategy):
         return self._online(problems, policy, meter)
 
     def _online(self, problems: Sequence[Problem], policy: Policy, meter: Meter) -> list[Found]:
+        if not policy.supports_stop_rule:
+            raise StrategyConfigError(
+                f"deepconf mode=online stops traces inside the generation: it needs policy.backend=vllm, "
+                f"not policy {policy.name!r}'s backend (mode=offline works on any)"
+            )
         warm = self._whole(problems, policy, meter, min(self.warmup, self.n), "")
         bars = [threshold([c.meta["confidence"] for c in cands], self.eta) for cands in warm]
-        traces = [_Trace(i) for i in range(len(problems)) for _ in range(self.n - len(warm[i]))]
-        budget = policy.sampling.max_tokens
-        live = list(traces)
-        while live:
-            # one call per distinct step budget: a trace never exceeds max_tokens in all
-            by_room: dict[int, list[_Trace]] = {}
-            for t in live:
-                by_room.setdefault(min(policy.sampling.max_step_tokens, budget - t.tokens), []).append(t)
-            for room, group in by_room.items():
-                prompts = [policy.format_prompt(problems[t.owner].problem, t.steps) for t in group]
-                outputs = meter.generate(
-                    policy, prompts, [t.owner for t in group], n=1, temperature=self.temperature,
-                    max_tokens=room, one_step=True, logprobs=self.top_logprobs,
-                )  # unseeded, as every step-level search here (docs/strategies.md, "Runs that repeat")
-                for t, (c,) in zip(group, outputs):
-                    t.add(c, self.window, bars[t.owner], budget)
-            live = [t for t in live if t.open]
+        more = self.n - min(self.warmup, self.n)
+        todo = list(range(len(problems))) if more else []
+        rest: list[list[Candidate]] = [[] for _ in problems]
+        if todo:
+            window = self.window
+
+            def stop(k: int, confs: Sequence[float], seen: int) -> bool:
+                return drops_below(confs, window, bars[todo[k]], seen)
+
+            outputs = meter.generate(
+                policy, [policy.format_prompt(problems[i].problem) for i in todo], todo, n=more,
+                temperature=self.temperature, request_keys=[f"{problems[i].id}/online" for i in todo],
+                logprobs=self.top_logprobs, stop_when=stop,
+            )
+            for i, outs in zip(todo, outputs):
+                rest[i] = [self._candidate(policy, c.text, c, c.token_confidence or [], meta={"stopped": c.finish_reason == "stopped"})
+                           for c in outs]
         found = []
         for i, cands in enumerate(warm):
-            mine = [t for t in traces if t.owner == i]
-            finals = [self._candidate(policy, policy.step_delimiter.join(t.steps), None, t.confidence,
-                                      completion_tokens=t.tokens, finished=t.finished,
-                                      meta={"stopped": t.stopped, "step_confidence": t.step_confidence})
-                      for t in mine]
             for c in cands:
                 c.meta["warmup"] = True
-            all_cands = cands + finals
+            all_cands = cands + rest[i]
             among = [k for k, c in enumerate(all_cands) if c.answer is not None and not c.meta.get("stopped")
                      and (not c.meta.get("warmup") or c.meta["confidence"] >= bars[i])]
             mean_warm = float(np.mean([c.completion_tokens for c in cands]))
-            stopped = [t for t in mine if t.stopped]
+            stopped = [c for c in rest[i] if c.meta["stopped"]]
             found.append(Found(all_cands, among=among, meta={
                 "threshold": bars[i],
                 "warmup": len(cands),
                 "stopped": len(stopped),
-                "stopped_tokens": sum(t.tokens for t in stopped),
-                "tokens_saved_estimate": round(sum(max(0.0, mean_warm - t.tokens) for t in stopped), 1),
+                "stopped_tokens": sum(c.completion_tokens for c in stopped),
+                "tokens_saved_estimate": round(sum(max(0.0, mean_warm - c.completion_tokens) for c in stopped), 1),
             }))
         return found
-
-
-class _Trace:
-    """An online trace generated step by step, with its tokens' confidences."""
-
-    def __init__(self, owner: int) -> None:
-        self.owner = owner
-        self.steps: list[str] = []
-        self.confidence: list[float] = []
-        self.step_confidence: list[float] = []
-        self.tokens = 0
-        self.finished = self.stopped = self.ended = False
-
-    @property
-    def open(self) -> bool:
-        return not (self.finished or self.stopped or self.ended)
-
-    def add(self, c: Completion, window: int, bar: float, budget: int) -> None:
-        """One generated step; stops the trace when a window that ends in it drops below ``bar``."""
-        step = c.text.strip()
-        since = len(self.confidence)
-        confs = c.token_confidence or []
-        self.confidence += confs
-        self.tokens += c.num_tokens
-        if step:
-            self.steps.append(step)
-            self.step_confidence.append(float(np.mean(confs)) if confs else 0.0)
-        self.finished = c.finish_reason == "eos" or BOXED in step
-        if not self.finished:
-            self.stopped = drops_below(self.confidence, window, bar, since)
-            self.ended = not step or c.finish_reason == "length" or self.tokens >= budget
 
 
 def _step_means(policy: Policy, steps: Sequence[str], confs: Sequence[float]) -> list[float]:

@@ -14,6 +14,7 @@ from itc.types import Candidate, Completion
 from strategies.adaptive_majority import AdaptiveMajority, leader_posterior, settled, vote_counts
 from strategies.deepconf import DeepConf, drops_below, group_confidences, keep_top, threshold, trace_confidence
 from strategies.particle_filtering import ParticleFiltering, resample, resampling_weights
+from strategies.base import StrategyConfigError
 from strategies.steps import Partial
 from test_search_strategies import DELIM, LENGTH, StepPolicy, StepPRM, accuracy, problems
 
@@ -176,15 +177,17 @@ class ConfPolicy(StepPolicy):
         def __new__(cls, texts, add_special_tokens=False):
             return {"input_ids": [[0] * len(t) for t in texts]}
 
+    supports_stop_rule = True
+
     def __init__(self, p_bad=0.3, seed=0):
         super().__init__(p_bad, seed)
         self.logprobs = []
 
-    def generate(self, prompts, n=1, *, logprobs=None, **kw):
+    def generate(self, prompts, n=1, *, logprobs=None, stop_when=None, **kw):
         self.logprobs.append(logprobs)
         out = super().generate(prompts, n, **kw)
-        for comps in out:
-            for c in comps:
+        for k, comps in enumerate(out):
+            for j, c in enumerate(comps):
                 confs = []
                 steps = c.text.split(DELIM)
                 for k, step in enumerate(steps):
@@ -192,6 +195,11 @@ class ConfPolicy(StepPolicy):
                     confs += [x] * (len(step) + (len(DELIM) if k < len(steps) - 1 else 0))
                 c.token_confidence = confs
                 assert len(c.token_confidence) == c.num_tokens
+                # the stop rule sees every token as it comes, as a streaming engine would
+                for t in range(len(confs)) if stop_when else ():
+                    if stop_when(k, confs[: t + 1], t):
+                        comps[j] = Completion(c.text[: t + 1], t + 1, False, "stopped", token_confidence=confs[: t + 1])
+                        break
         return out
 
 
@@ -229,7 +237,7 @@ def test_deepconf_asks_the_policy_for_logprobs_and_records_confidence_per_step()
             assert c.meta["confidence"] == (1.0 if any(s.startswith("bad") for s in c.steps) else 5.0)
 
 
-def test_deepconf_online_stops_traces_whose_window_drops_below_the_warmup_threshold():
+def test_deepconf_online_stops_traces_inside_the_generation_below_the_warmup_threshold():
     probs = problems(10)
     online_policy = ConfPolicy(p_bad=0.15, seed=4)
     online = DeepConf(n=16, mode="online", warmup=8, eta=10, window=3).run(probs, online_policy, None)
@@ -239,23 +247,24 @@ def test_deepconf_online_stops_traces_whose_window_drops_below_the_warmup_thresh
         assert len(r.candidates) == 16 and r.meta["warmup"] == 8
         assert r.meta["threshold"] == 5.0  # over 10 % of the warm-up traces have no bad step
         for k, c in enumerate(r.candidates):
-            bad = [s for s in c.steps if s.startswith("bad")]
             if c.meta.get("warmup"):
                 continue
-            # a trace is stopped at the end of its first bad step, and only then
-            assert c.meta["stopped"] == bool(bad)
-            if bad:
-                assert c.steps[-1].startswith("bad") and len(bad) == 1 and not c.finished
-                assert k not in r.among
+            if c.meta["stopped"]:
+                # cut at the first full window (of 3 tokens) with a bad token in it
+                assert c.text.endswith("\n\nb") or c.text == "bad"
+                assert c.answer is None and not c.finished and k not in r.among
+            else:
+                assert not any(s.startswith("bad") for s in c.steps) and c.answer == "7"
         stopped += r.meta["stopped"]
         assert r.meta["stopped_tokens"] < r.meta["stopped"] * len("ok 0\n\n") * LENGTH
         assert r.chosen_answer == "7" and all(r.candidates[k].answer == "7" for k in r.among)
     assert stopped > 0
     assert sum(r.completion_tokens for r in online) < sum(r.completion_tokens for r in offline)
     assert accuracy(online) == accuracy(offline) == 1.0
-    # step by step: every live trace of every problem in one call per step, one step each
-    step_calls = [c for c in online_policy.calls if c[2]]
-    assert step_calls[0] == (10 * 8, 1, True) and len(step_calls) == LENGTH + 1
+    # the warm-up, then every other trace of every problem in one streamed call
+    assert online_policy.calls == [(10, 8, False), (10, 8, False)]
+    with pytest.raises(StrategyConfigError, match="vllm"):
+        DeepConf(n=4, mode="online").run(problems(1), StepPolicy(), None)
 
 
 def test_deepconf_checks_its_settings():

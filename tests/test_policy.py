@@ -162,6 +162,34 @@ def test_token_confidence_from_top_logprobs_agrees_between_backends(vllm_policy,
         vllm_policy.generate(prompts[:1], logprobs=0)
 
 
+def test_vllm_stops_a_sample_inside_the_generation_by_the_callers_rule(vllm_policy, hf_policy):
+    """``stop_when``: samples are streamed from the engine and a sample is aborted at the
+    token where the rule holds; the others run as without a rule."""
+    prompts = _prompts(vllm_policy, k=3)
+    seen = []
+
+    def stop(k, confs, before):
+        seen.append((k, len(confs), before))
+        return k == 1 and len(confs) >= 5
+
+    plain = vllm_policy.generate(prompts, n=2, temperature=0.0, logprobs=3)
+    cut = vllm_policy.generate(prompts, n=2, temperature=0.0, logprobs=3, stop_when=stop)
+    for k, (a, b) in enumerate(zip(plain, cut)):
+        for x, y in zip(a, b):
+            assert y.prompt_tokens_computed is not None and len(y.token_confidence) == y.num_tokens
+            if k == 1:
+                assert (y.num_tokens, y.finish_reason, y.finished) == (5, "stopped", False)
+                assert x.text.startswith(y.text) and y.token_confidence == pytest.approx(x.token_confidence[:5], abs=1e-4)
+            else:
+                assert (y.text, y.num_tokens, y.finish_reason) == (x.text, x.num_tokens, x.finish_reason)
+    assert {k for k, _, _ in seen} == {0, 1, 2}
+    assert all(before < size for _, size, before in seen)  # each call shows new tokens
+    with pytest.raises(ValueError, match="logprobs"):
+        vllm_policy.generate(prompts[:1], stop_when=stop)
+    with pytest.raises(ValueError, match="vllm backend"):
+        hf_policy.generate(prompts[:1], logprobs=3, stop_when=stop)
+
+
 def test_toy_policy_engine_settings_reach_vllm(vllm_policy):
     """configs/policy/toy.yaml's engine_kwargs reach vLLM: prefix caching reuses whole blocks,
     and the CPU default (128 tokens) is longer than most toy prompts."""

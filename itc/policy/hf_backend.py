@@ -8,7 +8,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import itc.ttt  # noqa: F401  (registers TTT checkpoints with the Auto classes)
-from itc.policy.base import Policy, PromptConfig, SamplingConfig, request_seed
+from itc.policy.base import Policy, PromptConfig, SamplingConfig, StopRule, request_seed
 from itc.types import Completion
 
 
@@ -80,6 +80,7 @@ class HFPolicy(Policy):
         one_step: bool = False,
         request_keys: Sequence[str] | None = None,
         logprobs: int | None = None,
+        stop_when: StopRule | None = None,
     ) -> list[list[Completion]]:
         """As :meth:`Policy.generate`. With ``request_keys`` each prompt is generated in a
         call of its own under its own seed (transformers samples from one global generator,
@@ -87,6 +88,7 @@ class HFPolicy(Policy):
         do not depend on the other prompts; without them prompts are batched."""
         self._check_keys(prompts, request_keys)
         self._check_logprobs(logprobs)
+        self._check_stop_rule(stop_when, logprobs)
         temperature = self.sampling.temperature if temperature is None else temperature
         if max_tokens is None:
             max_tokens = self.sampling.max_step_tokens if one_step else self.sampling.max_tokens
