@@ -379,3 +379,41 @@ def test_each_new_strategy_through_itc_runs_loop_on_vllm(run, tmp_path, vllm_pol
         if r["chosen_index"] is not None:
             assert cands[r["chosen_index"]]["answer"] == r["chosen_answer"]
     assert math.isfinite(metrics["accuracy"])
+
+
+# --- the sweep report ---------------------------------------------------------------------------
+
+
+def _run(folder, strategy, n, correct, tokens, meta=None):
+    folder.mkdir(parents=True)
+    (folder / "metrics.json").write_text(json.dumps({"strategy": strategy, "n": n, "policy": "toy", "dataset": "toy"}))
+    (folder / "run_config.json").write_text(json.dumps({"strategy": {"name": strategy, "n": n}}))
+    lines = [
+        {"problem_id": f"p{k}", "correct": c, "prompt_tokens_computed": 10, "completion_tokens": t,
+         "prm_tokens_computed": 0, "candidates": [], "meta": meta or {}}
+        for k, (c, t) in enumerate(zip(correct, tokens))
+    ]
+    (folder / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+
+
+def test_sweep_report_gives_each_run_a_seeded_bootstrap_interval(tmp_path, capsys, monkeypatch):
+    from evals.sweep_report import main, report
+
+    _run(tmp_path / "a", "majority", 4, [True, False, True, True], [90, 100, 110, 100])
+    _run(tmp_path / "b", "adaptive_majority", 16, [True] * 4, [40, 40, 200, 40], {"samples": 4})
+    rows = report([str(tmp_path)], seed=0, resamples=500)
+    assert [(r["strategy"], r["n"]) for r in rows] == [("adaptive_majority", 16), ("majority", 4)]
+    maj = rows[1]
+    assert maj["accuracy"] == 0.75 and maj["policy_tokens"] == 110 and maj["samples_used"] is None
+    lo, hi = json.loads(maj["accuracy_95ci"])
+    assert 0.0 <= lo < 0.75 < hi <= 1.0
+    assert rows[0]["accuracy_95ci"] == "[1.000, 1.000]" and rows[0]["samples_used"] == 4
+    assert report([str(tmp_path)], seed=0, resamples=500) == rows  # seeded: the same again
+    monkeypatch.setenv("ITC_RESULTS_LOG", str(tmp_path / "log"))
+    main([str(tmp_path), "--resamples", "200", "--log", "test sweep"])
+    assert "| adaptive_majority | 16 |" in capsys.readouterr().out
+    (entry,) = (tmp_path / "log").iterdir()
+    assert "percentile bootstrap" in entry.read_text()
+    with pytest.raises(SystemExit) as e:
+        main([str(tmp_path / "missing")])
+    assert e.value.code == 2 and "error:" in capsys.readouterr().err
