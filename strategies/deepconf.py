@@ -115,25 +115,27 @@ class DeepConf(Strategy):
         k = majority_choice([candidates[i] for i in idx], weights=[candidates[i].meta["confidence"] for i in idx])
         return None if k is None else idx[k]
 
-    def _whole(self, problems: Sequence[Problem], policy: Policy, meter: Meter, n: int, key: str) -> list[list[Candidate]]:
+    def _whole(self, problems: Sequence[Problem], policy: Policy, meter: Meter, n: int) -> list[list[Candidate]]:
+        """``n`` whole traces per problem, each request keyed by its problem (as majority's,
+        so offline DeepConf and majority vote at the same N read the same samples)."""
         prompts = [policy.format_prompt(p.problem) for p in problems]
         outputs = meter.generate(
             policy, prompts, range(len(problems)), n=n, temperature=self.temperature,
-            request_keys=[f"{p.id}{key}" for p in problems], logprobs=self.top_logprobs,
+            request_keys=[p.id for p in problems], logprobs=self.top_logprobs,
         )
-        return [[self._candidate(policy, c.text, c, c.token_confidence or []) for c in outs] for outs in outputs]
+        return [[self._candidate(policy, c) for c in outs] for outs in outputs]
 
-    def _candidate(self, policy: Policy, text: str, c: Completion | None, confs: Sequence[float], **kw: Any) -> Candidate:
-        cand = make_candidate(text, policy.step_delimiter, c, **kw)
+    def _candidate(self, policy: Policy, c: Completion, **meta: Any) -> Candidate:
+        confs = c.token_confidence or []
+        cand = make_candidate(c.text, policy.step_delimiter, c, meta=meta)
         cand.meta["confidence"] = trace_confidence(confs, self.window)
-        if "step_confidence" not in cand.meta:
-            cand.meta["step_confidence"] = _step_means(policy, cand.steps, confs)
+        cand.meta["step_confidence"] = _step_means(policy, cand.steps, confs)
         return cand
 
     def search(self, problems: Sequence[Problem], policy: Policy, prm: Any, meter: Meter) -> list[Found]:
         if self.mode == "offline":
             found = []
-            for cands in self._whole(problems, policy, meter, self.n, ""):
+            for cands in self._whole(problems, policy, meter, self.n):
                 answered = [i for i, c in enumerate(cands) if c.answer is not None]
                 kept = keep_top([cands[i].meta["confidence"] for i in answered], self.eta)
                 found.append(Found(cands, among=[answered[k] for k in kept]))
@@ -146,25 +148,22 @@ class DeepConf(Strategy):
                 f"deepconf mode=online stops traces inside the generation: it needs policy.backend=vllm, "
                 f"not policy {policy.name!r}'s backend (mode=offline works on any)"
             )
-        warm = self._whole(problems, policy, meter, min(self.warmup, self.n), "")
+        warm = self._whole(problems, policy, meter, min(self.warmup, self.n))
         bars = [threshold([c.meta["confidence"] for c in cands], self.eta) for cands in warm]
         more = self.n - min(self.warmup, self.n)
-        todo = list(range(len(problems))) if more else []
         rest: list[list[Candidate]] = [[] for _ in problems]
-        if todo:
+        if more:
             window = self.window
 
-            def stop(k: int, confs: Sequence[float], seen: int) -> bool:
-                return drops_below(confs, window, bars[todo[k]], seen)
+            def stop(i: int, confs: Sequence[float], seen: int) -> bool:  # i: the problem
+                return drops_below(confs, window, bars[i], seen)
 
             outputs = meter.generate(
-                policy, [policy.format_prompt(problems[i].problem) for i in todo], todo, n=more,
-                temperature=self.temperature, request_keys=[f"{problems[i].id}/online" for i in todo],
+                policy, [policy.format_prompt(p.problem) for p in problems], range(len(problems)), n=more,
+                temperature=self.temperature, request_keys=[f"{p.id}/online" for p in problems],
                 logprobs=self.top_logprobs, stop_when=stop,
             )
-            for i, outs in zip(todo, outputs):
-                rest[i] = [self._candidate(policy, c.text, c, c.token_confidence or [], meta={"stopped": c.finish_reason == "stopped"})
-                           for c in outs]
+            rest = [[self._candidate(policy, c, stopped=c.finish_reason == "stopped") for c in outs] for outs in outputs]
         found = []
         for i, cands in enumerate(warm):
             for c in cands:
