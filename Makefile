@@ -62,7 +62,9 @@ sweep-new: install
 	$(BIN)/itc-run -m name=$(SWEEP_NEW_NAME) strategy=deepconf $(SWEEP_NEW_DEEPCONF) n=$(SWEEP_NEW_NS) prm=toy $(SWEEP_NEW_OVERRIDES) || status=$$?; \
 	$(BIN)/itc-curves multirun/$(SWEEP_NEW_NAME) && \
 	$(BIN)/python -m evals.sweep_report multirun/$(SWEEP_NEW_NAME) \
-	    --log "make sweep-new: new strategies beside the anchors$(if $(SWEEP_NEW_OVERRIDES), ($(SWEEP_NEW_OVERRIDES)))" && exit $$status
+	    --log "make sweep-new: new strategies beside the anchors$(if $(SWEEP_NEW_OVERRIDES), ($(SWEEP_NEW_OVERRIDES)))" \
+	    --about "make sweep-new SWEEP_NEW_OVERRIDES='$(SWEEP_NEW_OVERRIDES)': itc-run -m strategy=$(SWEEP_NEW_STRATEGIES) and strategy=deepconf $(SWEEP_NEW_DEEPCONF), n=$(SWEEP_NEW_NS) prm=toy" \
+	    && exit $$status
 
 test: install
 	$(BIN)/python -m pytest -q tests

@@ -70,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="the bootstrap's seed")
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap draws")
     parser.add_argument("--log", metavar="TITLE", help="also write the table to the results log under this title")
+    parser.add_argument("--about", metavar="TEXT", default="", help="what made the runs (the sweep's commands), for the log")
     args = parser.parse_args(argv)
     if args.resamples < 1:
         parser.error("--resamples must be at least 1")
@@ -82,7 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.log:
         from itc.results_log import write_entry
 
-        body = (
+        about = f"{args.about}\n\n" if args.about else ""
+        body = about + (
             f"Runs: {', '.join(args.dirs)}. Accuracy under each run's own selection rule; policy tokens: prompt "
             "tokens computed (not read from the prefix cache) plus completion tokens, per problem; PRM tokens: "
             f"computed, per problem. 95% intervals: percentile bootstrap over problems, {args.resamples} draws, "
