@@ -116,6 +116,8 @@ class ParticleFiltering(PRMStrategy):
             for i, particles in enumerate(final):
                 last_round[i] = list(range(len(candidates[i]), len(candidates[i]) + len(particles)))
                 candidates[i] += particles
+                if r == self.gibbs_rounds - 1:
+                    continue
                 w = resampling_weights(
                     [aggregate(p.step_scores, prm.aggregation) for p in particles], self.resample_temperature
                 )
