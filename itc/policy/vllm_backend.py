@@ -5,8 +5,8 @@ from __future__ import annotations
 import atexit
 import contextlib
 import functools
-import itertools
 import gc
+import itertools
 import json
 import logging
 import os
@@ -245,7 +245,7 @@ class VLLMPolicy(Policy):
                     finished=reason == "eos",
                     finish_reason=reason,
                     prompt_tokens_computed=len(out.prompt_token_ids) - (out.num_cached_tokens or 0),
-                    token_confidence=None if logprobs is None else _confidences(c.logprobs),
+                    token_confidence=None if logprobs is None else _sample_confidences(c),
                 )
             )
         return results
@@ -304,10 +304,6 @@ class _Streamed:
         self.text = ""
         self.outputs = [self]
 
-    @property
-    def logprobs(self) -> _Streamed:
-        return self
-
     def add(self, c: Any, num_cached_tokens: int | None) -> None:
         self.token_ids += c.token_ids
         self.text += c.text or ""
@@ -330,12 +326,14 @@ def _sample_params(params: Any, j: int) -> Any:
     return sample
 
 
+def _sample_confidences(sample: Any) -> list[float]:
+    """A sample's token confidences (a streamed sample gathered them as it went)."""
+    return sample.confidences if isinstance(sample, _Streamed) else _confidences(sample.logprobs)
+
+
 def _confidences(flat: Any) -> list[float]:
     """Token confidences from vLLM's flat logprobs: at each position the sampled token's
-    entry comes first, then the top k (which may list the sampled token again). A streamed
-    sample has them already."""
-    if isinstance(flat, _Streamed):
-        return flat.confidences
+    entry comes first, then the top k (which may list the sampled token again)."""
     lps = flat.logprobs
     return [
         -sum(lps[s + 1 : e]) / (e - s - 1) if e - s > 1 else -lps[s]
