@@ -43,7 +43,7 @@ def run_row(label: str, n: int, records: list[dict[str, Any]], rng: np.random.Ge
     for name, values, digits in (("accuracy", correct, 3), ("policy_tokens", policy, 0), ("prm_tokens", prm, 0)):
         lo, hi = bootstrap(values, rng, resamples)
         mean = float(values.mean()) if len(values) else float("nan")
-        row[name] = round(mean, digits) if digits else int(round(mean))
+        row[name] = round(mean, digits) if digits else round(mean)
         row[f"{name}_95ci"] = f"[{lo:.{digits}f}, {hi:.{digits}f}]"
     metas = [r.get("meta") or {} for r in records]
     samples = [m["samples"] for m in metas if "samples" in m]

@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from itc.candidates import make_candidate, majority_choice
+from itc.candidates import majority_choice, make_candidate
 from itc.policy import Policy
 from itc.types import Candidate, Completion, Problem
 from strategies.accounting import Meter
