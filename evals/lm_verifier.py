@@ -7,8 +7,10 @@ Samples held-out embedded-world solutions from the toy policy (vLLM), labels eve
 exactly, and scores each step by the LM's probability of the step's tokens given everything
 before (the product over the step, and the minimum) and by its margin (the least, over the
 step's tokens, of the token's logit minus the LM's top logit there: what the toy PRM's built
-verifier layers approximate, ``prm.readout``). The first-error threshold is chosen on 100
-other problems, as ``itc-eval-prm`` does. Prints one JSON object.
+verifier layers approximate, ``prm.readout``), and by DeepConf's token confidence (the mean,
+over the step's tokens, of minus the mean of the top 20 log-probabilities where each is
+predicted: ``strategy=deepconf``'s signal, read as a verifier). The first-error threshold is
+chosen on 100 other problems, as ``itc-eval-prm`` does. Prints one JSON object.
 """
 
 from __future__ import annotations
@@ -30,12 +32,15 @@ from prm.data.toy import gold_records
 from prm.training import resolve_base
 
 
+CONFIDENCE_TOP_K = 20  # DeepConf's k (configs/strategy/deepconf.yaml top_logprobs)
+
+
 def step_probabilities(
     model, policy: Policy, record: StepLabelled
-) -> tuple[list[float], list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float], list[float]]:
     """(product, min) of the LM's token probabilities over each step, given the prompt and
-    the steps before (the step delimiter is part of no step), and the step's least margin
-    (token logit minus top logit)."""
+    the steps before (the step delimiter is part of no step), the step's least margin
+    (token logit minus top logit), and its mean token confidence (DeepConf's)."""
     tok = policy.tokenizer
     ids = tok(policy.format_prompt(record.problem), add_special_tokens=False)["input_ids"]
     spans = []
@@ -50,10 +55,12 @@ def step_probabilities(
     rows, nxt = torch.arange(len(ids) - 1), torch.tensor(ids[1:])
     token_logp = logp[rows, nxt].numpy()
     token_margin = (logits[rows, nxt] - logits.max(-1).values).numpy()
+    token_conf = (-logp.topk(min(CONFIDENCE_TOP_K, logp.shape[-1]), dim=-1).values.mean(-1)).numpy()
     prod = [float(np.exp(token_logp[a - 1 : b - 1].sum())) for a, b in spans]
     low = [float(np.exp(token_logp[a - 1 : b - 1].min())) for a, b in spans]
     margin = [float(token_margin[a - 1 : b - 1].min()) for a, b in spans]
-    return prod, low, margin
+    conf = [float(token_conf[a - 1 : b - 1].mean()) for a, b in spans]
+    return prod, low, margin, conf
 
 
 def report(
@@ -65,6 +72,7 @@ def report(
         "product": [float(x) for x in np.exp(np.linspace(-12, 0, 200))],  # spans decades
         "min": [float(x) for x in np.exp(np.linspace(-12, 0, 200))],
         "margin": [float(x) for x in np.linspace(-12, 0, 241)],
+        "token_confidence": [float(x) for x in np.linspace(0, 30, 301)],
     }
     out = {}
     for i, (how, grid) in enumerate(grids.items()):

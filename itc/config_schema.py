@@ -154,6 +154,16 @@ class StrategySchema:
     rollouts: int | None = rule(None, ge=0)
     max_depth: int | None = rule(None, ge=1)
     check_equations: bool | None = None
+    resample_temperature: float | None = rule(None, gt=0)
+    gibbs_rounds: int | None = rule(None, ge=1)
+    mode: str | None = rule(None, choices=("backtrack", "revise", "offline", "online"))
+    eta: float | None = rule(None, gt=0, le=100)
+    window: int | None = rule(None, ge=1)
+    top_logprobs: int | None = rule(None, ge=1, le=20)
+    warmup: int | None = rule(None, ge=1)
+    round_size: int | None = rule(None, ge=1)
+    stop: str | None = rule(None, choices=("beta", "agreement"))
+    min_votes: int | None = rule(None, ge=1)
 
 
 @dataclass

@@ -31,10 +31,14 @@ class Completion:
     # True when the sample ended the solution (EOS), False when it stopped at a step
     # delimiter or ran out of tokens.
     finished: bool
-    finish_reason: str  # "eos", "step", "length"
+    finish_reason: str  # "eos", "step", "length", "stopped" (by the caller's stop_when)
     # Prompt tokens the engine computed for this sample's request (the rest it read from its
     # prefix cache); None when the backend does not say, and then the whole prompt counts.
     prompt_tokens_computed: int | None = None
+    # With ``generate(..., logprobs=k)``: per generated token, minus the mean of the k
+    # largest log-probabilities of its next-token distribution (the model's raw one, before
+    # temperature): DeepConf's token confidence, high where the distribution is peaked.
+    token_confidence: list[float] | None = None
 
 
 @dataclass

@@ -56,6 +56,10 @@ def test_every_shipped_config_is_valid(group):
         (["strategy=greedy", "n=abc"], "n=abc"),
         (["seed=-1"], "seed=-1"),
         (["prm=toy", "prm.format.type=skywork"], "prm.format.type=skywork: expected one of qwen_prm, math_shepherd, rlhflow"),
+        (["strategy=deepconf", "strategy.top_logprobs=50"], "strategy.top_logprobs=50: expected an integer or null (>= 1 and <= 20)"),
+        (["strategy=deepconf", "strategy.eta=0"], "strategy.eta=0: expected"),
+        (["strategy=adaptive_majority", "strategy.stop=never"], "strategy.stop=never: expected one of beta, agreement"),
+        (["strategy=particle_filtering", "strategy.resample_temperature=0"], "strategy.resample_temperature=0: expected"),
     ],
 )
 def test_a_wrong_type_or_range_names_key_value_and_what_is_allowed(overrides, message):
@@ -82,5 +86,6 @@ def test_the_strategies_shared_knobs_are_checked_before_anything_loads():
     with pytest.raises(ConfigError) as e:
         validate_run_config(cfg)
     assert "strategy.temperature=-1: expected" in str(e.value) and "strategy.beam_width=0: expected" in str(e.value)
-    for name in ("greedy", "majority", "best_of_n", "beam_search", "dvts", "lookahead", "self_reflection", "mcts"):
+    for name in ("greedy", "majority", "best_of_n", "beam_search", "dvts", "lookahead", "self_reflection", "mcts",
+                 "particle_filtering", "deepconf", "adaptive_majority"):
         validate_run_config(compose_run([f"strategy={name}", "prm=toy"]))  # every shipped entry passes

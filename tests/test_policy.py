@@ -136,6 +136,60 @@ def test_hf_backend_same_interface_and_agrees_with_vllm_at_temperature_zero(vllm
     assert all(len(o) == 3 for o in sampled)
 
 
+def test_token_confidence_from_top_logprobs_agrees_between_backends(vllm_policy, hf_policy):
+    """``logprobs=k``: each token's confidence is minus the mean of its top-k log-probabilities,
+    one per generated token (the delimiter a step stops on included), the same on vLLM and
+    transformers; without ``logprobs`` there are none."""
+    import math
+
+    prompts = _prompts(vllm_policy, k=4)
+    assert all(c.token_confidence is None for cs in vllm_policy.generate(prompts[:1]) for c in cs)
+    whole = None
+    for one_step in (False, True):
+        v = vllm_policy.generate(prompts, temperature=0.0, logprobs=5, one_step=one_step)
+        h = hf_policy.generate(prompts, temperature=0.0, logprobs=5, one_step=one_step)
+        for (a,), (b,) in zip(v, h):
+            assert len(a.token_confidence) == a.num_tokens and all(x >= 0 for x in a.token_confidence)
+            if a.text == b.text:
+                assert len(b.token_confidence) == b.num_tokens == a.num_tokens
+                assert all(math.isclose(x, y, abs_tol=2e-2) for x, y in zip(a.token_confidence, b.token_confidence))
+        whole = whole or v
+    # the mean over the top 20 reaches further into the tail than over the top 5: higher
+    ((wide,),) = vllm_policy.generate(prompts[:1], temperature=0.0, logprobs=20)
+    assert wide.text == whole[0][0].text
+    assert all(w > x for w, x in zip(wide.token_confidence, whole[0][0].token_confidence))
+    with pytest.raises(ValueError, match="logprobs"):
+        vllm_policy.generate(prompts[:1], logprobs=0)
+
+
+def test_vllm_stops_a_sample_inside_the_generation_by_the_callers_rule(vllm_policy, hf_policy):
+    """``stop_when``: samples are streamed from the engine and a sample is aborted at the
+    token where the rule holds; the others run as without a rule."""
+    prompts = _prompts(vllm_policy, k=3)
+    seen = []
+
+    def stop(k, confs, before):
+        seen.append((k, len(confs), before))
+        return k == 1 and len(confs) >= 5
+
+    plain = vllm_policy.generate(prompts, n=2, temperature=0.0, logprobs=3)
+    cut = vllm_policy.generate(prompts, n=2, temperature=0.0, logprobs=3, stop_when=stop)
+    for k, (a, b) in enumerate(zip(plain, cut)):
+        for x, y in zip(a, b):
+            assert y.prompt_tokens_computed is not None and len(y.token_confidence) == y.num_tokens
+            if k == 1:
+                assert (y.num_tokens, y.finish_reason, y.finished) == (5, "stopped", False)
+                assert x.text.startswith(y.text) and y.token_confidence == pytest.approx(x.token_confidence[:5], abs=1e-4)
+            else:
+                assert (y.text, y.num_tokens, y.finish_reason) == (x.text, x.num_tokens, x.finish_reason)
+    assert {k for k, _, _ in seen} == {0, 1, 2}
+    assert all(before < size for _, size, before in seen)  # each call shows new tokens
+    with pytest.raises(ValueError, match="logprobs"):
+        vllm_policy.generate(prompts[:1], stop_when=stop)
+    with pytest.raises(ValueError, match="vllm backend"):
+        hf_policy.generate(prompts[:1], logprobs=3, stop_when=stop)
+
+
 def test_toy_policy_engine_settings_reach_vllm(vllm_policy):
     """configs/policy/toy.yaml's engine_kwargs reach vLLM: prefix caching reuses whole blocks,
     and the CPU default (128 tokens) is longer than most toy prompts."""

@@ -497,16 +497,20 @@ def test_lm_verifier_scores_each_step_by_its_token_probabilities(hf_policy):
 
     records = gold_records(problems, [["\n\n".join(r), "\n\n".join(w)] for r, w in zip(right, wrong)])
     scored = [step_probabilities(hf_policy.model, hf_policy, rec) for rec in records]
-    for rec, (prod, low, margin) in zip(records, scored):
-        assert len(prod) == len(low) == len(margin) == len(rec.steps)
+    for rec, (prod, low, margin, conf) in zip(records, scored):
+        assert len(prod) == len(low) == len(margin) == len(conf) == len(rec.steps)
         assert all(0.0 < p <= m <= 1.0 for p, m in zip(prod, low))
         assert all(x <= 0.0 for x in margin)  # no token beats the top logit
-    for (right_prod, _, right_margin), (wrong_prod, _, wrong_margin) in zip(scored[0::2], scored[1::2]):
+        assert all(c > 0.0 for c in conf)  # minus a mean of log-probabilities
+    for (right_prod, _, right_margin, right_conf), (wrong_prod, _, wrong_margin, wrong_conf) in zip(
+        scored[0::2], scored[1::2]
+    ):
+        assert right_conf[:-1] == pytest.approx(wrong_conf[:-1], rel=1e-4)  # same steps, same confidence
         assert right_prod[:-1] == pytest.approx(wrong_prod[:-1], rel=1e-4)  # same steps
         assert right_prod[-1] > wrong_prod[-1]  # copying the last value into \boxed{} is learned
         assert right_margin[-1] > wrong_margin[-1]
     figures = report(hf_policy.model, hf_policy, records[:2], records[2:])
-    assert set(figures) == {"product", "min", "margin"}
+    assert set(figures) == {"product", "min", "margin", "token_confidence"}
     assert figures["product"]["flawed"] == 2 and figures["product"]["correct"] == 2
 
 

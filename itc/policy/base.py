@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from transformers import PreTrainedTokenizerBase
@@ -32,7 +32,11 @@ class SamplingConfig:
     max_step_tokens: int = 128  # one step, when a strategy asks for one step
 
 
-_PROMPT_CACHE_SIZE = 1 << 15  # prompts whose token ids a policy remembers
+_PROMPT_CACHE_SIZE = 1 << 15
+# A caller's rule to stop one sample: given the index of its prompt, its token confidences so
+# far and how many of them the rule was shown before, whether to cut the sample off there.
+StopRule = Callable[[int, Sequence[float], int], bool]
+MAX_LOGPROBS = 20  # top log-probabilities per token a request may ask for (vLLM's default cap)  # prompts whose token ids a policy remembers
 
 
 def request_seed(seed: int, key: str) -> int:
@@ -56,8 +60,15 @@ class Policy(ABC):
     ``request_keys`` (one per prompt) prompt ``i`` samples under its own seed,
     ``request_seed(seed, request_keys[i])``, so its completions are the same whatever else
     is in the call (batch size, batch composition, resume points); without them the
-    backend's shared random state is used.
+    backend's shared random state is used. With ``logprobs=k`` each completion carries its
+    tokens' confidences (:attr:`itc.types.Completion.token_confidence`, from the top ``k``
+    log-probabilities at each token). With ``stop_when`` as well (backends that stream:
+    ``supports_stop_rule``), a sample is cut off inside the generation as soon as
+    ``stop_when(prompt index, its token confidences so far, how many were seen before)`` is
+    true (``finish_reason`` "stopped"; the engine computes nothing more for it).
     """
+
+    supports_stop_rule: bool = False
 
     name: str
     seed: int = 0  # the run's seed, from which request seeds are derived
@@ -131,12 +142,27 @@ class Policy(ABC):
         max_tokens: int | None = None,
         one_step: bool = False,
         request_keys: Sequence[str] | None = None,
+        logprobs: int | None = None,
+        stop_when: StopRule | None = None,
     ) -> list[list[Completion]]:
         """``n`` completions for each prompt (temperature/max_tokens default from config)."""
 
     def _check_keys(self, prompts: Sequence[str], request_keys: Sequence[str] | None) -> None:
         if request_keys is not None and len(request_keys) != len(prompts):
             raise ValueError(f"{len(request_keys)} request keys for {len(prompts)} prompts")
+
+    @staticmethod
+    def _check_logprobs(logprobs: int | None) -> None:
+        if logprobs is not None and not 1 <= logprobs <= MAX_LOGPROBS:
+            raise ValueError(f"logprobs must be between 1 and {MAX_LOGPROBS}, got {logprobs}")
+
+    def _check_stop_rule(self, stop_when: StopRule | None, logprobs: int | None) -> None:
+        if stop_when is None:
+            return
+        if not self.supports_stop_rule:
+            raise ValueError(f"policy {self.name!r}: stopping a sample by its confidences needs the vllm backend")
+        if logprobs is None:
+            raise ValueError("stop_when reads token confidences: ask for logprobs too")
 
     def prompt_token_counts(self, prompts: Sequence[str]) -> list[int]:
         return [len(ids) for ids in self.encode_prompts(prompts)]

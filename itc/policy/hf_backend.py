@@ -8,7 +8,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 import itc.ttt  # noqa: F401  (registers TTT checkpoints with the Auto classes)
-from itc.policy.base import Policy, PromptConfig, SamplingConfig, request_seed
+from itc.policy.base import Policy, PromptConfig, SamplingConfig, StopRule, request_seed
 from itc.types import Completion
 
 
@@ -79,12 +79,16 @@ class HFPolicy(Policy):
         max_tokens: int | None = None,
         one_step: bool = False,
         request_keys: Sequence[str] | None = None,
+        logprobs: int | None = None,
+        stop_when: StopRule | None = None,
     ) -> list[list[Completion]]:
         """As :meth:`Policy.generate`. With ``request_keys`` each prompt is generated in a
         call of its own under its own seed (transformers samples from one global generator,
         and a row's logits shift by rounding with the batch's padding), so its completions
         do not depend on the other prompts; without them prompts are batched."""
         self._check_keys(prompts, request_keys)
+        self._check_logprobs(logprobs)
+        self._check_stop_rule(stop_when, logprobs)
         temperature = self.sampling.temperature if temperature is None else temperature
         if max_tokens is None:
             max_tokens = self.sampling.max_step_tokens if one_step else self.sampling.max_tokens
@@ -105,6 +109,8 @@ class HFPolicy(Policy):
                 pad_token_id=self.tokenizer.pad_token_id,
                 eos_token_id=sorted(eos_ids),
             )
+            if logprobs is not None:  # the raw logits, as vLLM's default logprobs mode
+                kwargs.update(output_logits=True, return_dict_in_generate=True)
             if temperature > 0:
                 kwargs.update(do_sample=True, temperature=temperature, top_p=self.sampling.top_p)
             else:
@@ -118,13 +124,22 @@ class HFPolicy(Policy):
                 with torch.random.fork_rng(devices=devices):
                     torch.manual_seed(request_seed(self.seed, request_keys[start]))
                     out = self.model.generate(**enc, **kwargs)
+            confs = None
+            if logprobs is not None:
+                top = torch.stack(out.logits, dim=1).float().log_softmax(-1).topk(logprobs, dim=-1).values
+                confs = (-top.mean(-1)).tolist()  # (sequences, new tokens)
+                out = out.sequences
             new = out[:, enc["input_ids"].shape[1] :].tolist()
             for i in range(len(chunk)):
                 # no prefix cache: each of the n sequences computes its whole prompt
                 computed = lengths[start + i]
-                results.append(
-                    [self._completion(new[i * n + j], eos_ids, one_step, computed) for j in range(n)]
-                )
+                row = []
+                for j in range(n):
+                    c = self._completion(new[i * n + j], eos_ids, one_step, computed)
+                    if confs is not None:
+                        c.token_confidence = confs[i * n + j][: c.num_tokens]
+                    row.append(c)
+                results.append(row)
         return results
 
     def _completion(self, ids: list[int], eos_ids: set[int], one_step: bool, prompt_tokens: int) -> Completion:

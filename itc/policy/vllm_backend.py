@@ -6,6 +6,7 @@ import atexit
 import contextlib
 import functools
 import gc
+import itertools
 import json
 import logging
 import os
@@ -13,7 +14,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from itc.errors import BackendError
-from itc.policy.base import Policy, PromptConfig, SamplingConfig, request_seed
+from itc.policy.base import Policy, PromptConfig, SamplingConfig, StopRule, request_seed
 from itc.policy.reaper import child_processes, reap_on_exit
 from itc.types import Completion
 
@@ -96,6 +97,8 @@ def engine_failures(what: str) -> Iterator[None]:
 
 
 class VLLMPolicy(Policy):
+    supports_stop_rule = True
+
     def __init__(
         self,
         name: str,
@@ -170,6 +173,8 @@ class VLLMPolicy(Policy):
         max_tokens: int | None = None,
         one_step: bool = False,
         request_keys: Sequence[str] | None = None,
+        logprobs: int | None = None,
+        stop_when: StopRule | None = None,
     ) -> list[list[Completion]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
@@ -177,6 +182,8 @@ class VLLMPolicy(Policy):
         if not prompts:
             return []
         self._check_keys(prompts, request_keys)
+        self._check_logprobs(logprobs)
+        self._check_stop_rule(stop_when, logprobs)
         temperature = self.sampling.temperature if temperature is None else temperature
         if max_tokens is None:
             max_tokens = self.sampling.max_step_tokens if one_step else self.sampling.max_tokens
@@ -198,17 +205,20 @@ class VLLMPolicy(Policy):
                     detokenize=by_string,
                     # vLLM gives a seeded request its own generator (its n samples: seed + j)
                     seed=request_seed(self.seed, request_keys[i]) if request_keys is not None else None,
+                    logprobs=logprobs,
+                    flat_logprobs=True,  # a few flat lists per request, not a dict per token
                 )
             )
         # One request per sample, as vLLM's own parallel sampling (n > 1) fans out: each
         # request then reports its own prefix-cache hits (num_cached_tokens), where a
         # parallel-sampling output reports one child's only.
+        requests = [TokensPrompt(prompt_token_ids=ids) for ids in token_ids for _ in range(n)]
+        sample_params = [_sample_params(sp, j) for sp in params for j in range(n)]
         with engine_failures(f"policy {self.name!r}"):
-            outputs = self.llm.generate(
-                [TokensPrompt(prompt_token_ids=ids) for ids in token_ids for _ in range(n)],
-                [_sample_params(sp, j) for sp in params for j in range(n)],
-                use_tqdm=False,
-            )
+            if stop_when is None:
+                outputs = self.llm.generate(requests, sample_params, use_tqdm=False)
+            else:
+                outputs = self._stream(requests, sample_params, [k // n for k in range(len(requests))], stop_when)
         samples = [out.outputs[0] for out in outputs]
         if not by_string:  # texts decoded here, in one batch
             texts = self.tokenizer.batch_decode(
@@ -220,7 +230,9 @@ class VLLMPolicy(Policy):
             texts = [c.text for c in samples]
         results: list[list[Completion]] = [[] for _ in prompts]
         for k, (out, c) in enumerate(zip(outputs, samples)):
-            if c.finish_reason == "length":
+            if c.finish_reason == STOPPED:
+                reason = STOPPED
+            elif c.finish_reason == "length":
                 reason = "length"
             elif c.stop_reason is not None and c.stop_reason in (delimiter, stop_token):
                 reason = "step"
@@ -233,9 +245,75 @@ class VLLMPolicy(Policy):
                     finished=reason == "eos",
                     finish_reason=reason,
                     prompt_tokens_computed=len(out.prompt_token_ids) - (out.num_cached_tokens or 0),
+                    token_confidence=None if logprobs is None else _sample_confidences(c),
                 )
             )
         return results
+
+    def _stream(self, requests: list[Any], params: list[Any], prompts: list[int], stop_when: StopRule) -> list[Any]:
+        """The requests run on the engine step by step, their new tokens read as they come
+        (``RequestOutputKind.DELTA``); a sample for which ``stop_when`` holds is aborted
+        there, so the engine computes nothing more for it. Returns outputs shaped as
+        ``LLM.generate``'s (one per request, in order)."""
+        from vllm.sampling_params import RequestOutputKind
+
+        engine = self.llm.llm_engine
+        batch = next(_STREAM_BATCHES)
+        index: dict[str, int] = {}
+        states = []
+        for k, (request, sp) in enumerate(zip(requests, params)):
+            sp = sp.clone()
+            sp.output_kind = RequestOutputKind.DELTA
+            rid = f"itc-stream-{batch}-{k}"
+            engine.add_request(rid, request, sp)
+            index[rid] = k
+            states.append(_Streamed(request["prompt_token_ids"]))
+        try:
+            while engine.has_unfinished_requests():
+                for out in engine.step():
+                    rid = out.request_id if out.request_id in index else out.request_id.rsplit("-", 1)[0]
+                    k = index[rid]
+                    state, c = states[k], out.outputs[0]
+                    seen = len(state.confidences)
+                    state.add(c, out.num_cached_tokens)
+                    if out.finished:
+                        state.end(c.finish_reason, c.stop_reason)
+                    elif stop_when(prompts[k], state.confidences, seen):
+                        engine.abort_request([rid])
+                        state.end(STOPPED, None)
+        except BaseException:
+            engine.abort_request([rid for rid, k in index.items() if states[k].finish_reason is None])
+            raise
+        return states
+
+
+STOPPED = "stopped"  # a sample cut by the caller's stop rule (``stop_when``)
+_STREAM_BATCHES = itertools.count()
+
+
+class _Streamed:
+    """One streamed request, shaped as a ``RequestOutput`` with one sample."""
+
+    def __init__(self, prompt_token_ids: list[int]) -> None:
+        self.prompt_token_ids = prompt_token_ids
+        self.num_cached_tokens: int | None = None
+        self.token_ids: list[int] = []
+        self.confidences: list[float] = []
+        self.finish_reason: str | None = None
+        self.stop_reason: Any = None
+        self.text = ""
+        self.outputs = [self]
+
+    def add(self, c: Any, num_cached_tokens: int | None) -> None:
+        self.token_ids += c.token_ids
+        self.text += c.text or ""
+        if c.logprobs is not None:
+            self.confidences += _confidences(c.logprobs)
+        if num_cached_tokens is not None:
+            self.num_cached_tokens = num_cached_tokens
+
+    def end(self, finish_reason: str, stop_reason: Any) -> None:
+        self.finish_reason, self.stop_reason = finish_reason, stop_reason
 
 
 def _sample_params(params: Any, j: int) -> Any:
@@ -246,6 +324,21 @@ def _sample_params(params: Any, j: int) -> Any:
     sample = params.clone()
     sample.seed = (params.seed + j) % (1 << 63)
     return sample
+
+
+def _sample_confidences(sample: Any) -> list[float]:
+    """A sample's token confidences (a streamed sample gathered them as it went)."""
+    return sample.confidences if isinstance(sample, _Streamed) else _confidences(sample.logprobs)
+
+
+def _confidences(flat: Any) -> list[float]:
+    """Token confidences from vLLM's flat logprobs: at each position the sampled token's
+    entry comes first, then the top k (which may list the sampled token again)."""
+    lps = flat.logprobs
+    return [
+        -sum(lps[s + 1 : e]) / (e - s - 1) if e - s > 1 else -lps[s]
+        for s, e in zip(flat.start_indices, flat.end_indices)
+    ]
 
 
 def _without(ids: Sequence[int], stop_token: int | None) -> Sequence[int]:
