@@ -242,8 +242,12 @@ def _train(spec: ToyPolicySpec, out_dir: Path, progress: bool) -> dict:
             p = task.sample_problem(rng, level)
             if not task.is_held_out(p):
                 problems.append(p)
+        # Every order of the operations is a valid solution: the policy learns them all
+        # (task.py says why), and so must keep track of which operations it has done.
         batch = encode_sft_examples(
-            tokenizer, [chat_prompt(tokenizer, p.text) for p in problems], [p.solution for p in problems]
+            tokenizer,
+            [chat_prompt(tokenizer, p.text) for p in problems],
+            [p.random_solution(rng) for p in problems],
         )
         out = model(**collate(batch, tokenizer.pad_token_id))
         out.loss.backward()
