@@ -60,9 +60,9 @@ class LevelSpec:
 LEVELS: dict[int, LevelSpec] = {
     1: LevelSpec(2, "+-"),
     2: LevelSpec(3, "+-"),
-    3: LevelSpec(5, "+-"),
-    4: LevelSpec(7, "+-"),
-    5: LevelSpec(9, "+-"),
+    3: LevelSpec(4, "+-"),
+    4: LevelSpec(5, "+-"),
+    5: LevelSpec(7, "+-"),
 }
 # The long-chain setting (for TTT backbones): 64 or more steps of addition and subtraction,
 # done in the given order.
