@@ -52,7 +52,8 @@ demo: install
 	status=0; $(BIN)/itc-run -m name=$(DEMO_NAME) strategy=$(DEMO_STRATEGIES) n=$(DEMO_NS) prm=toy || status=$$?; \
 	$(BIN)/itc-curves multirun/$(DEMO_NAME) && \
 	$(BIN)/itc-curves multirun/$(DEMO_NAME) --selection $(DEMO_SELECTION) --out multirun/$(DEMO_NAME)/$(DEMO_SELECTION) \
-	    --log "make demo, every strategy under $(DEMO_SELECTION)" && exit $$status
+	    --log "make demo, every strategy under $(DEMO_SELECTION)" && \
+	$(BIN)/python -m evals.verdict multirun/$(DEMO_NAME) && exit $$status
 
 sweep-new: install
 	$(BIN)/itc-build-toy

@@ -181,7 +181,7 @@ def training_batches(
     rng = random.Random(spec.seed)
     for step in range(spec.train_steps):
         length = spec.train_lengths[step % len(spec.train_lengths)]
-        level = task.LevelSpec(length, task.LONG_CHAIN.ops)
+        level = replace(task.LONG_CHAIN, num_ops=length)
         problems = []
         while len(problems) < spec.batch_size:
             p = task.sample_problem(rng, 0, level)

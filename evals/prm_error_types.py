@@ -4,7 +4,8 @@
 
 Samples held-out embedded-world solutions from the toy policy, labels every step exactly,
 and sorts each flawed solution by the kind of its first wrong step (a slipped result of
-+, - or *, a miscopied running value, a wrong operation, a wrong final answer, other).
++, - or *, a miscopied running value, a wrong operation, an operation done again, a wrong
+final answer, other).
 For the PRM and for the LM's own token probabilities (:mod:`evals.lm_verifier`), the
 first-error threshold is chosen on the first half of the problems; on the second half each
 flawed solution counts as found (the first step under the threshold is the first error),
@@ -21,25 +22,37 @@ from collections.abc import Sequence
 
 import numpy as np
 
-_STEP = re.compile(r"^(\S+) (\d+)([+\-*])(\d+)=(\d+)$")
-KINDS = ("result +", "result -", "result *", "operand", "operation", "answer", "other")
+from itc.toy.task import ToyProblem
+
+_STEP = re.compile(r"^(\S+?)([+\-*])(\d+) (\d+)([+\-*])(\d+)=(\d+)$")
+KINDS = ("result +", "result -", "result *", "operand", "operation", "repeat", "answer", "other")
 
 
-def error_kind(reference: Sequence[str], step: str, k: int) -> str:
-    """The kind of mistake in ``step``, the ``k``-th step, against the reference steps."""
-    if k >= len(reference):
+def error_kind(problem: ToyProblem, steps_before: Sequence[str], step: str) -> str:
+    """The kind of mistake in ``step``, the first wrong step, after the on-track ``steps_before``:
+    a slipped result, a miscopied running value, a wrong operation, an operation done again,
+    a wrong or early final answer, or other."""
+    valid = problem.next_steps(steps_before)
+    if not valid:
         return "other"
-    ref = reference[k]
-    if "\\boxed" in ref or "\\boxed" in step:
+    if "\\boxed" in step or any("\\boxed" in v for v in valid):
         return "answer"
-    got, want = _STEP.match(step.strip()), _STEP.match(ref)
-    if not got or not want:
+    got = _STEP.match(step.strip())
+    if not got:
         return "other"
-    if got.group(1) != want.group(1) or got.group(3, 4) != want.group(3, 4):
+    if got.group(2, 3) != got.group(5, 6):  # does another operation than it names
         return "operation"
-    if got.group(2) != want.group(2):
+    done = {s.split(" ", 1)[0] for s in steps_before}
+    head = f"{got.group(1)}{got.group(2)}{got.group(3)}"
+    if head in done:
+        return "repeat"
+    wants = {v.split(" ", 1)[0]: v for v in valid}
+    if head not in wants:
+        return "operation"
+    want = _STEP.match(wants[head])
+    if got.group(4) != want.group(4):
         return "operand"
-    return f"result {want.group(3)}"
+    return f"result {want.group(2)}"
 
 
 def outcomes(
@@ -100,7 +113,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     policy.close()
     first_errors = [r.first_error() for r in records]
     kinds = [
-        error_kind(parse_problem(r.problem).reference_steps(), r.steps[e], e) if e >= 0 else ""
+        error_kind(parse_problem(r.problem), r.steps[:e], r.steps[e]) if e >= 0 else ""
         for r, e in zip(records, first_errors)
     ]
     prm_scores = score_records(build_prm(cfg.prm), records)

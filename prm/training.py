@@ -352,7 +352,7 @@ def load_tokenizer(name: str | None, base: str | None, trust_remote_code: bool =
 # prm.model=<its checkpoint>; figures in the results log, docs/results/). The longer build
 # is why it is not the default.
 TOY_BASES = {
-    "toy-qwen2": {"architecture": "qwen2"},
+    "toy-qwen2": {"architecture": "qwen2", "train_steps": 1300},
     "toy-qwen2-4k": {"architecture": "qwen2", "train_steps": 4000},
 }
 

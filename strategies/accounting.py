@@ -54,6 +54,9 @@ class Meter:
 
     def __init__(self, num_problems: int) -> None:
         self.usage = [Usage() for _ in range(num_problems)]
+        # how many step-level calls each problem has taken part in: with the parent's place,
+        # it names a request the same way whatever else is in the batch (its sampling seed)
+        self.calls = [0] * num_problems
 
     def generate(
         self, policy: Policy, prompts: Sequence[str], owners: Sequence[int], n: int = 1, **kwargs: Any

@@ -9,11 +9,11 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from itc.candidates import make_candidate
 from itc.grading.equations import false_equation
 from itc.policy import Policy, PromptTooLongError
 from itc.types import Candidate, Problem
 from strategies.accounting import Meter
-from itc.candidates import make_candidate
 
 BOXED = "\\boxed"
 
@@ -70,8 +70,10 @@ def extend(
     longer fits the policy's context gets no children and is marked dead."""
     if prompts is None:
         prompts = [policy.format_prompt(problems[p.owner].problem, p.steps) for p in parents]
-    texts, owners, rows = [], [], []
+    texts, owners, rows, keys = [], [], [], []
+    places: dict[int, int] = {}  # the parent's place among its problem's parents in this call
     for k, (parent, prompt, count) in enumerate(zip(parents, prompts, policy.prompt_token_counts(prompts))):
+        place = places[parent.owner] = places.get(parent.owner, -1) + 1
         try:
             policy.check_prompt(prompt, count)
         except PromptTooLongError:
@@ -80,7 +82,13 @@ def extend(
         texts.append(prompt)
         owners.append(parent.owner)
         rows.append(k)
-    outputs = meter.generate(policy, texts, owners, n=n, temperature=temperature, one_step=not whole)
+        # the request's own sampling seed: its problem, its call and its place, never the batch
+        keys.append(f"{problems[parent.owner].id}/call{meter.calls[parent.owner]}/parent{place}")
+    for owner in places:
+        meter.calls[owner] += 1
+    outputs = meter.generate(
+        policy, texts, owners, n=n, temperature=temperature, one_step=not whole, request_keys=keys
+    )
     children: list[list[Partial]] = [[] for _ in parents]
     for k, completions in zip(rows, outputs):
         for c in completions:

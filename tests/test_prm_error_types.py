@@ -3,19 +3,31 @@
 from evals.prm_error_types import error_kind, outcomes
 from itc.toy import parse_problem
 
-REFERENCE = parse_problem("Start at 7 and do A+5 B-3 C*2.").reference_steps()
+IN_ORDER = parse_problem("Start at 7 and do A+5 B-3 C*2.")  # with *, the order is fixed
+ANY_ORDER = parse_problem("Start at 20 and do A+5 B-3 C+4.")
+REFERENCE = IN_ORDER.reference_steps()
 
 
 def test_error_kinds_of_toy_steps():
     assert REFERENCE[:3] == ["A+5 7+5=12", "B-3 12-3=9", "C*2 9*2=18"]
-    assert error_kind(REFERENCE, "A+5 7+5=13", 0) == "result +"
-    assert error_kind(REFERENCE, "B-3 12-3=8", 1) == "result -"
-    assert error_kind(REFERENCE, "C*2 9*2=17", 2) == "result *"
-    assert error_kind(REFERENCE, "B-3 13-3=10", 1) == "operand"
-    assert error_kind(REFERENCE, "B+3 12+3=15", 1) == "operation"
-    assert error_kind(REFERENCE, "\\boxed{17}", 3) == "answer"
-    assert error_kind(REFERENCE, "the answer is 18", 2) == "other"
-    assert error_kind(REFERENCE, "A+5 7+5=12", 9) == "other"
+    assert error_kind(IN_ORDER, [], "A+5 7+5=13") == "result +"
+    assert error_kind(IN_ORDER, REFERENCE[:1], "B-3 12-3=8") == "result -"
+    assert error_kind(IN_ORDER, REFERENCE[:2], "C*2 9*2=17") == "result *"
+    assert error_kind(IN_ORDER, REFERENCE[:1], "B-3 13-3=10") == "operand"
+    assert error_kind(IN_ORDER, REFERENCE[:1], "B+3 12+3=15") == "operation"
+    assert error_kind(IN_ORDER, REFERENCE[:1], "C*2 12*2=24") == "operation"  # out of order
+    assert error_kind(IN_ORDER, REFERENCE[:3], "\\boxed{17}") == "answer"
+    assert error_kind(IN_ORDER, REFERENCE[:2], "the answer is 18") == "other"
+    assert error_kind(IN_ORDER, REFERENCE, "A+5 7+5=12") == "other"  # after the answer
+
+
+def test_error_kinds_when_any_order_is_valid():
+    first = "C+4 20+4=24"
+    assert error_kind(ANY_ORDER, [first], "B-3 24-3=20") == "result -"
+    assert error_kind(ANY_ORDER, [first], "C+4 24+4=28") == "repeat"
+    assert error_kind(ANY_ORDER, [first], "B-3 20-3=17") == "operand"
+    assert error_kind(ANY_ORDER, [first], "B-4 24-4=20") == "operation"
+    assert error_kind(ANY_ORDER, [first], "\\boxed{24}") == "answer"  # too early
 
 
 def test_outcomes_count_found_missed_and_early():
@@ -39,7 +51,7 @@ def test_report_on_a_trained_prm_and_exactly_labelled_toy_solutions(trained_prm,
     problems = list(generate(20, seed=4, levels=(2, 3)))
     records = corrupted_records(problems, samples_per_problem=1, seed=4)
     first_errors = [r.first_error() for r in records]
-    kinds = [error_kind(parse_problem(r.problem).reference_steps(), r.steps[e], e) for r, e in zip(records, first_errors)]
-    assert all(e >= 0 for e in first_errors) and set(kinds) <= {"result +", "result -", "result *", "operand", "operation", "answer"}
+    kinds = [error_kind(parse_problem(r.problem), r.steps[:e], r.steps[e]) for r, e in zip(records, first_errors)]
+    assert all(e >= 0 for e in first_errors) and set(kinds) <= {"result +", "result -", "operand", "operation", "repeat", "answer"}
     out = report(score_records(vllm_prm, records), first_errors, kinds, [0.25, 0.5, 0.75])
     assert out["flawed"] == 10 and sum(sum(v.values()) for v in out["by_kind"].values()) == 10

@@ -58,6 +58,25 @@ def test_a_run_repeats_line_by_line_whatever_the_batch_size(tmp_path, vllm_polic
 
 
 @pytest.mark.vllm
+def test_a_search_repeats_line_by_line_whatever_the_batch_size(tmp_path, vllm_policy, vllm_prm):
+    """Beam search's step-level requests each carry their own seed (problem, call, parent's
+    place): the same search with another batch size writes the same beams, through vLLM
+    (whole prefills: configs/policy/toy.yaml) and the PRM's engine."""
+    runs = {}
+    for name, batch_size in [("first", 6), ("batch2", 2)]:
+        cfg = compose_run(
+            VLLM_TEST_OVERRIDES
+            + ["dataset.num_problems=6", "dataset.levels=[4]", "strategy=beam_search", "strategy.temperature=1.5", "n=4"]
+            + [f"batch_size={batch_size}"]
+        )
+        run_experiment(cfg, tmp_path / name, policy=vllm_policy, prm=vllm_prm)
+        records = [json.loads(x) for x in (tmp_path / name / "results.jsonl").read_text().splitlines()]
+        runs[name] = [(r["problem_id"], r["chosen_answer"], [c["text"] for c in r["candidates"]]) for r in records]
+    assert len(runs["first"]) == 6 and runs["first"] == runs["batch2"]
+    assert any(len(set(texts)) > 1 for _, _, texts in runs["first"])
+
+
+@pytest.mark.vllm
 def test_run_writes_results_and_metrics_then_resumes(tmp_path, vllm_policy):
     cfg = compose_run(VLLM_TEST_OVERRIDES + ["dataset.num_problems=10", "n=4", "batch_size=4"])
     metrics = run_experiment(cfg, tmp_path, policy=vllm_policy)

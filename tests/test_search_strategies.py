@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from itc.policy.base import Policy, PromptConfig, SamplingConfig
+from itc.policy.base import Policy, PromptConfig, SamplingConfig, request_seed
 from itc.types import Candidate, Completion, Problem
 from strategies.beam_search import BeamSearch
 from strategies.best_of_n import BestOfN
@@ -55,10 +55,12 @@ class StepPolicy(Policy):
     def generate(self, prompts: Sequence[str], n=1, *, temperature=None, max_tokens=None, one_step=False, request_keys=None):
         self.calls.append((len(prompts), n, one_step))
         out = []
-        for prompt in prompts:
+        for i, prompt in enumerate(prompts):
             done = [s for s in prompt.split(DELIM)[1:] if s.startswith(("ok", "bad"))]
             comps = []
-            for _ in range(n):
+            for j in range(n):
+                if request_keys is not None:  # as the real backends: the request's own seed
+                    self.rng = random.Random(request_seed(0, request_keys[i]) + j)
                 steps = list(done)
                 new = []
                 while True:
@@ -97,6 +99,23 @@ class StepPRM:
 
 def problems(k: int = 3) -> list[Problem]:
     return [Problem(id=f"p{i}", problem=f"problem {i}", answer="7") for i in range(k)]
+
+
+@pytest.mark.parametrize("name", ["beam_search", "dvts", "mcts", "self_reflection", "lookahead"])
+def test_a_search_samples_the_same_whatever_its_batch(name):
+    """Every request carries a key (problem, call, place): a problem's samples do not depend
+    on which other problems share its batch."""
+    from conftest import compose_run
+    from strategies import build_strategy
+
+    def run(batch):
+        strategy = build_strategy(compose_run([f"strategy={name}", "n=4", "prm=toy"]).strategy)
+        results = strategy.run(batch, StepPolicy(), StepPRM())
+        return [[c.text for c in r.candidates] for r in results]
+
+    together = run(problems(3))
+    assert run(problems(3)[2:]) == together[2:]
+    assert run(problems(3)[1:2]) == together[1:2]
 
 
 def accuracy(results) -> float:

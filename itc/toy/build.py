@@ -70,7 +70,9 @@ class ToyPolicySpec:
     num_heads: int = 2
     intermediate_size: int = 512
     max_position_embeddings: int = 1024
-    train_steps: int = 1300
+    # Every order of the operations is a solution to learn (task.py), which takes longer than
+    # one fixed order did (the toy build benchmark in the results log, docs/results/).
+    train_steps: int = 3000
     batch_size: int = 32
     learning_rate: float = 3e-3
     warmup_steps: int = 50
@@ -242,8 +244,12 @@ def _train(spec: ToyPolicySpec, out_dir: Path, progress: bool) -> dict:
             p = task.sample_problem(rng, level)
             if not task.is_held_out(p):
                 problems.append(p)
+        # Every order of the operations is a valid solution: the policy learns them all
+        # (task.py says why), and so must keep track of which operations it has done.
         batch = encode_sft_examples(
-            tokenizer, [chat_prompt(tokenizer, p.text) for p in problems], [p.solution for p in problems]
+            tokenizer,
+            [chat_prompt(tokenizer, p.text) for p in problems],
+            [p.random_solution(rng) for p in problems],
         )
         out = model(**collate(batch, tokenizer.pad_token_id))
         out.loss.backward()
@@ -278,7 +284,7 @@ def _train(spec: ToyPolicySpec, out_dir: Path, progress: bool) -> dict:
 # few others); its floor catches a build that did not learn the format and the easy levels.
 GATE_PROBLEMS = 200
 GATE_SEED = 7
-GATE_FLOORS = {"gpt2": 0.75, "qwen2": 0.30}
+GATE_FLOORS = {"gpt2": 0.75, "qwen2": 0.25}
 GATE_ATTEMPTS = 3  # seeds tried (spec.seed, +1, +2) before the build fails
 
 
@@ -342,9 +348,14 @@ def build_checked(spec: ToyPolicySpec, out_dir: Path, progress: bool = True) -> 
 
 
 def _source_fingerprint() -> str:
+    """A hash of the code that decides the weights: the task, the tokenizer and the training
+    functions (not the caching or gating code around them, whose edits change no weight)."""
+    import inspect
+
     here = Path(__file__).parent
-    sources = [(here / name).read_bytes() for name in ("task.py", "tokenizer.py", "build.py")]
-    return fingerprint(*sources)
+    sources = [(here / name).read_bytes() for name in ("task.py", "tokenizer.py")]
+    trainers = (ToyPolicySpec, model_config, chat_prompt, encode_sft_examples, collate, warmup_cosine, build_numerics, _train)
+    return fingerprint(*sources, *(inspect.getsource(f) for f in trainers))
 
 
 def policy_path(spec: ToyPolicySpec | None = None, progress: bool = True) -> Path:

@@ -1,15 +1,23 @@
-"""The embedded world's task: running arithmetic with checkable steps.
+"""The embedded world's task: running arithmetic with checkable steps, in any order.
 
-A problem reads ``Start at 7 and do A+5 B-3 C*2.``; its reference solution is one
-step per labelled operation, restating it and then doing it (``A+5 7+5=12``,
-``B-3 12-3=9``, ``C*2 9*2=18``), then ``\\boxed{18}``, with steps separated by
-``"\\n\\n"``. Each operation is one token and its label the token just before it, so
-finding the next operation is a one-token induction lookup that a 2-layer model learns
-in minutes (with ``b:-3``, sign and digit after a colon, it learned only positions). Every step of any text can be checked against the
-reference, so sampled solutions get gold step labels for free.
+A problem reads ``Start at 27 and do A+5 B-3 C+8.``; a solution takes one step per
+labelled operation, restating it and then doing it (``B-3 27-3=24``, ``A+5 24+5=29``,
+``C+8 29+8=37``), then ``\\boxed{37}``, with steps separated by ``"\\n\\n"``. Additions
+and subtractions commute, so the operations may be done in **any order**: a problem has
+many valid solutions, all ending at the same answer, as a real math problem has many
+valid derivations. A slip on one path (a wrong sum, an operation done twice or skipped)
+then leads to a different wrong answer than a slip on another, so the wrong answers of
+sampled solutions scatter while the right ones agree: the structure that makes voting
+and verifiers pay off (the policy is trained on every order, see ``build.py``).
 
-A step's gold label is True when the step is right *and* every step before it was right
-(the solution is still on track), so the first False label is the first error.
+Each operation is one token and its label the token just before it, so copying an
+operation is a one-token lookup. Every step of any text can be checked exactly
+(:func:`step_labels`), so sampled solutions get gold step labels for free. A step's gold
+label is True when the step is a valid next step *and* every step before it was (the
+solution is still on track), so the first False label is the first error.
+
+Problems with multiplication (``C*2``) are done in the order given, as the order then
+changes the answer.
 """
 
 from __future__ import annotations
@@ -18,7 +26,8 @@ import hashlib
 import random
 import re
 import string
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 from itc.types import Problem
 
@@ -42,18 +51,22 @@ class LevelSpec:
 
     num_ops: int
     ops: str  # which of "+-*" may appear
+    # Every order of the operations keeps the running value within 0..MAX_VALUE (so any
+    # order is a valid solution); otherwise only the given order does.
+    any_order_in_range: bool = True
 
 
-# Difficulty rises with the number of steps and with multiplication at higher levels.
+# Difficulty rises with the number of operations to keep track of.
 LEVELS: dict[int, LevelSpec] = {
     1: LevelSpec(2, "+-"),
-    2: LevelSpec(4, "+-"),
-    3: LevelSpec(5, "+-*"),
-    4: LevelSpec(7, "+-*"),
-    5: LevelSpec(9, "+-*"),
+    2: LevelSpec(3, "+-"),
+    3: LevelSpec(4, "+-"),
+    4: LevelSpec(5, "+-"),
+    5: LevelSpec(7, "+-"),
 }
-# The long-chain setting (for TTT backbones): 64 or more steps of addition and subtraction.
-LONG_CHAIN = LevelSpec(64, "+-")
+# The long-chain setting (for TTT backbones): 64 or more steps of addition and subtraction,
+# done in the given order.
+LONG_CHAIN = LevelSpec(64, "+-", any_order_in_range=False)
 
 
 @dataclass(frozen=True)
@@ -67,8 +80,13 @@ class ToyProblem:
         applied = " ".join(f"{op_label(i)}{op}{x}" for i, (op, x) in enumerate(self.ops))
         return f"Start at {self.start} and do {applied}."
 
+    @property
+    def any_order(self) -> bool:
+        """Whether the operations may be done in any order (they all commute)."""
+        return all(op in "+-" for op, _ in self.ops)
+
     def values(self) -> list[int]:
-        """The running value before the first and after every operation."""
+        """The running value before the first and after every operation, in the given order."""
         vals = [self.start]
         for op, x in self.ops:
             vals.append(apply_op(vals[-1], op, x))
@@ -78,17 +96,56 @@ class ToyProblem:
     def answer(self) -> int:
         return self.values()[-1]
 
-    def reference_steps(self) -> list[str]:
-        vals = self.values()
-        steps = [
-            f"{op_label(i)}{op}{x} {vals[i]}{op}{x}={vals[i + 1]}"
-            for i, (op, x) in enumerate(self.ops)
-        ]
-        return steps + [f"\\boxed{{{vals[-1]}}}"]
+    def reference_steps(self, order: Sequence[int] | None = None) -> list[str]:
+        """The solution's steps doing the operations in ``order`` (indices; default: as given)."""
+        value, steps = self.start, []
+        for i in range(len(self.ops)) if order is None else order:
+            op, x = self.ops[i]
+            new = apply_op(value, op, x)
+            steps.append(f"{op_label(i)}{op}{x} {value}{op}{x}={new}")
+            value = new
+        return steps + [f"\\boxed{{{value}}}"]
 
     @property
     def solution(self) -> str:
+        """The reference solution, operations in the given order."""
         return STEP_DELIMITER.join(self.reference_steps())
+
+    def random_solution(self, rng: random.Random) -> str:
+        """A valid solution in an order drawn by ``rng`` (the given order when order matters)."""
+        order = list(range(len(self.ops)))
+        if self.any_order:
+            rng.shuffle(order)
+        return STEP_DELIMITER.join(self.reference_steps(order))
+
+    def next_steps(self, steps: Sequence[str]) -> dict[str, tuple[int | None, int]] | None:
+        """The valid next steps after ``steps`` (each mapped to the operation it does, None
+        for the final answer, and the running value after it), or None when ``steps`` are
+        not on track or already end in the answer."""
+        used: set[int] = set()
+        value = self.start
+        for step in steps:
+            nexts = self.next_steps_from(used, value)
+            hit = nexts.get(step.strip())
+            if hit is None or hit[0] is None:
+                return None
+            used.add(hit[0])
+            value = hit[1]
+        return self.next_steps_from(used, value)
+
+    def next_steps_from(self, used: set[int], value: int) -> dict[str, tuple[int | None, int]]:
+        """The valid next steps once the operations ``used`` are done and at ``value``."""
+        remaining = [i for i in range(len(self.ops)) if i not in used]
+        if not remaining:
+            return {f"\\boxed{{{value}}}": (None, value)}
+        if not self.any_order:
+            remaining = remaining[:1]
+        out: dict[str, tuple[int | None, int]] = {}
+        for i in remaining:
+            op, x = self.ops[i]
+            new = apply_op(value, op, x)
+            out[f"{op_label(i)}{op}{x} {value}{op}{x}={new}"] = (i, new)
+        return out
 
     @property
     def id(self) -> str:
@@ -116,8 +173,16 @@ def apply_op(value: int, op: str, x: int) -> int:
 
 
 def sample_problem(rng: random.Random, level: int, spec: LevelSpec | None = None) -> ToyProblem:
-    """Draw one problem; every running value stays within 0..MAX_VALUE."""
+    """Draw one problem; every running value stays within 0..MAX_VALUE, in every order of
+    the operations when ``spec.any_order_in_range`` (and without multiplication)."""
     spec = spec or LEVELS[level]
+    if spec.any_order_in_range and "*" not in spec.ops:
+        ops = tuple((rng.choice(spec.ops), rng.randint(1, 9)) for _ in range(spec.num_ops))
+        down = sum(x for op, x in ops if op == "-")
+        up = sum(x for op, x in ops if op == "+")
+        if down + up > MAX_VALUE - 1:
+            raise ValueError(f"{spec.num_ops} operations cannot stay within 1..{MAX_VALUE} in every order")
+        return ToyProblem(rng.randint(max(1, down), MAX_VALUE - up), ops, level)
     value = rng.randint(1, 9)
     start = value
     ops: list[tuple[str, int]] = []
@@ -159,7 +224,7 @@ def generate(
     i = misses = 0
     while len(out) < num_problems:
         level = levels[i % len(levels)]
-        spec = LevelSpec(long_chain_steps, LONG_CHAIN.ops) if long_chain_steps else None
+        spec = replace(LONG_CHAIN, num_ops=long_chain_steps) if long_chain_steps else None
         p = sample_problem(rng, level, spec)
         if (is_held_out(p) == (split == "test")) and p.text not in seen:
             seen.add(p.text)
@@ -192,15 +257,25 @@ def parse_problem(text: str) -> ToyProblem:
 
 
 def step_labels(problem: ToyProblem | str, steps: list[str]) -> list[bool]:
-    """Gold label per step: True while the solution is still exactly on track."""
+    """Gold label per step: True while every step so far is a valid next step (an operation
+    not yet done, copied and computed exactly from the running value; then the answer)."""
     if isinstance(problem, str):
         problem = parse_problem(problem)
-    reference = problem.reference_steps()
     labels: list[bool] = []
-    on_track = True
-    for i, step in enumerate(steps):
-        on_track = on_track and i < len(reference) and step.strip() == reference[i]
-        labels.append(on_track)
+    used: set[int] = set()
+    value: int | None = problem.start  # None once off track or past the answer
+    for step in steps:
+        hit = problem.next_steps_from(used, value).get(step.strip()) if value is not None else None
+        if hit is None:
+            value = None
+        elif hit[0] is None:  # the answer: nothing may follow it
+            labels.append(True)
+            value = None
+            continue
+        else:
+            used.add(hit[0])
+            value = hit[1]
+        labels.append(value is not None)
     return labels
 
 

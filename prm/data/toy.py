@@ -56,25 +56,37 @@ def sample_gold_records(
     return gold_records(problems, texts, policy.step_delimiter)
 
 
-def _corrupt_step(problem: task.ToyProblem, k: int, rng: random.Random) -> str:
-    """Step ``k`` of ``problem``'s reference, wrong in one of the ways a policy errs."""
-    vals = problem.values()
-    if k == len(problem.ops):  # the final answer
-        return f"\\boxed{{{_nearby(vals[-1], rng)}}}"
-    op, x = problem.ops[k]
-    a, c = vals[k], vals[k + 1]
-    label = task.op_label(k)
-    kind = rng.choice(("result", "result", "operand", "operation"))
+def _corrupt_step(problem: task.ToyProblem, order: Sequence[int], k: int, rng: random.Random) -> str:
+    """Step ``k`` of ``problem``'s solution in ``order``, wrong in one of the ways a policy errs."""
+    value = problem.start
+    for i in order[:k]:
+        value = task.apply_op(value, *problem.ops[i])
+    if k == len(order):  # the final answer
+        return f"\\boxed{{{_nearby(value, rng)}}}"
+    i = order[k]
+    op, x = problem.ops[i]
+    label = task.op_label(i)
+    kinds = ["result", "result", "operand", "operation"]
+    if k and problem.any_order:  # an operation done again, or the answer given too early
+        kinds += ["repeat", "early"]
+    kind = rng.choice(kinds)
+    if kind == "repeat":
+        j = order[rng.randrange(k)]
+        op2, x2 = problem.ops[j]
+        if 0 <= task.apply_op(value, op2, x2) <= task.MAX_VALUE:
+            return f"{task.op_label(j)}{op2}{x2} {value}{op2}{x2}={task.apply_op(value, op2, x2)}"
+    if kind == "early":
+        return f"\\boxed{{{value}}}"
     if kind == "operand":  # the running value is miscopied, the arithmetic then holds
-        a2 = _nearby(a, rng)
+        a2 = _nearby(value, rng)
         if 0 <= task.apply_op(a2, op, x) <= task.MAX_VALUE:
             return f"{label}{op}{x} {a2}{op}{x}={task.apply_op(a2, op, x)}"
     if kind == "operation":  # another of the problem's operations, or a made-up one
         others = [o for o in problem.ops if o != (op, x)]
         op2, x2 = rng.choice(others) if others and rng.random() < 0.5 else (op, _nearby(x, rng, 1, 9))
-        if 0 <= task.apply_op(a, op2, x2) <= task.MAX_VALUE:
-            return f"{label}{op2}{x2} {a}{op2}{x2}={task.apply_op(a, op2, x2)}"
-    return f"{label}{op}{x} {a}{op}{x}={_nearby(c, rng)}"  # the arithmetic slips
+        if 0 <= task.apply_op(value, op2, x2) <= task.MAX_VALUE:
+            return f"{label}{op2}{x2} {value}{op2}{x2}={task.apply_op(value, op2, x2)}"
+    return f"{label}{op}{x} {value}{op}{x}={_nearby(task.apply_op(value, op, x), rng)}"  # the arithmetic slips
 
 
 def _nearby(v: int, rng: random.Random, lo: int = 0, hi: int = task.MAX_VALUE) -> int:
@@ -89,8 +101,9 @@ def _nearby(v: int, rng: random.Random, lo: int = 0, hi: int = task.MAX_VALUE) -
 def corrupted_records(
     problems: Sequence[task.ToyProblem], samples_per_problem: int = 1, seed: int = 0
 ) -> list[StepLabelled]:
-    """Reference solutions with one step made wrong (a slipped result, a miscopied running
-    value, a wrong operation, or a wrong final answer), cut after that step (the PRM800K
+    """Valid solutions (operations in a random order where any order is valid) with one step
+    made wrong (a slipped result, a miscopied running value, a wrong operation, an operation
+    done again, an early or wrong final answer), cut after that step (the PRM800K
     phase-2 convention): ``samples_per_problem`` per problem, the wrong step drawn for each.
     Labels are checked exactly by :func:`itc.toy.task.step_labels`.
 
@@ -99,10 +112,13 @@ def corrupted_records(
     rng = random.Random(f"corrupted-{seed}")
     records = []
     for p in problems:
-        reference = p.reference_steps()
         for _ in range(samples_per_problem):
+            order = list(range(len(p.ops)))
+            if p.any_order:
+                rng.shuffle(order)
+            reference = p.reference_steps(order)
             k = rng.randrange(len(reference))
-            steps = reference[:k] + [_corrupt_step(p, k, rng)]
+            steps = reference[:k] + [_corrupt_step(p, order, k, rng)]
             labels = [float(x) for x in task.step_labels(p, steps)]
             assert labels == [1.0] * k + [0.0], (p.text, steps)
             records.append(
@@ -142,7 +158,7 @@ def token_targets(
     track keeps 0. A calibrated LM's probability of a token is its estimate that the token
     is right, a graded signal at every token where the gold label changes at one."""
     try:
-        reference = task.parse_problem(record.problem).reference_steps()
+        problem = task.parse_problem(record.problem)
     except ValueError:
         return {}
     out: dict[int, float] = {}
@@ -154,16 +170,16 @@ def token_targets(
             text = decode(input_ids[j]) + text
         if text != step:
             return {}
-        ref = reference[i] if i < len(reference) else None
+        valid = list(problem.next_steps(record.steps[:i]) or ()) if on_track else []
         prefix = ""
-        before = on_track and ref is not None
+        before = bool(valid)
         for k in range(j, tag):
             prefix += decode(input_ids[k])
-            gold = float(on_track and ref is not None and ref.startswith(prefix))
+            gold = float(any(v.startswith(prefix) for v in valid))
             if hints is not None and hint_weight:
                 out[k] = (1 - hint_weight) * gold + hint_weight * hints[k] if before else 0.0
             else:
                 out[k] = gold
             before = bool(gold)
-        on_track = on_track and step.strip() == ref
+        on_track = step.strip() in valid
     return out
