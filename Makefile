@@ -45,7 +45,8 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/itc-build-toy
+	# the policy and the PRM's base LM build side by side (one thread each)
+	$(BIN)/itc-build-toy --prm-base & base=$$!; $(BIN)/itc-build-toy && wait $$base
 	$(BIN)/itc-train-prm training.disable_tqdm=true
 	# The curves are drawn even when the sweep fails after writing some runs (itc-curves names
 	# the missing ones); make still reports the sweep's failure.

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 from collections import defaultdict
 
 from itc.cli.errors import cli_errors, pop_debug_flag
@@ -102,6 +103,10 @@ def main(argv: list[str] | None = None) -> None:
         "--architecture", choices=["gpt2", "qwen2"], default="gpt2",
         help="backbone of the toy policy (default gpt2, the one every config uses)",
     )
+    parser.add_argument(
+        "--prm-base", action="store_true",
+        help="build the toy PRM's base LM (toy-qwen2) instead; make demo runs both builds side by side",
+    )
     parser.add_argument("--debug", action="store_true", help="show the traceback of an error")
     args = parser.parse_args(argv)
     pop_debug_flag(["", "--debug"] if args.debug else [""])  # or HYDRA_FULL_ERROR=1
@@ -112,9 +117,14 @@ def main(argv: list[str] | None = None) -> None:
 def _build(args: argparse.Namespace) -> None:
     from itc.toy.build import ToyPolicySpec, policy_path
 
-    path = policy_path(ToyPolicySpec(architecture=args.architecture))
+    if args.prm_base:
+        from prm.training import resolve_base
+
+        path = Path(resolve_base("toy-qwen2"))
+    else:
+        path = policy_path(ToyPolicySpec(architecture=args.architecture))
     info = json.loads((path / "build_info.json").read_text())
-    print(f"toy policy: {path} ({info['parameters']:,} parameters, trained in {info['train_seconds']} s)")
+    print(f"toy {'PRM base LM' if args.prm_base else 'policy'}: {path} ({info['parameters']:,} parameters, trained in {info['train_seconds']} s)")
     if "quality_gate" in info:
         gate = info["quality_gate"]
         print(f"quality gate: {gate['metric']} {gate['greedy_pass@1']:.3f} (floor {gate['floor']}), seed {info['seed_used']}")
