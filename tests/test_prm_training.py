@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import TINY_TRAIN, TRAINED_PRM_OVERRIDES, VLLM_TEST_OVERRIDES, compose_app, prm_config
-from evals.prm_metrics import best_threshold, first_error, processbench, roc_auc
+from prm.metrics import best_threshold, first_error, processbench, roc_auc
 from itc.toy import generate
 from itc.toy.tokenizer import build_tokenizer
 from prm.data import PRMDataError, StepLabelled, load_processbench
@@ -292,12 +293,12 @@ def test_itc_train_prm_writes_a_checkpoint_and_report(trained_prm):
 
 @pytest.mark.vllm
 def test_a_finished_training_is_kept_and_a_rerun_does_not_retrain(trained_prm):
-    from itc.cli.train_prm import run
+    from prm.training.pipeline import train_from_config
 
     out, report = trained_prm
     mtime = (out / "checkpoint" / "model.safetensors").stat().st_mtime
     cfg = compose_app("train_prm", TRAINED_PRM_OVERRIDES + [f"output_dir={out}", f"data.cache={out}/data"])
-    assert run(cfg, release_engines=False)["train_loss"] == report["train_loss"]
+    assert train_from_config(cfg, release_engines=False)["train_loss"] == report["train_loss"]
     assert (out / "checkpoint" / "model.safetensors").stat().st_mtime == mtime
 
 
@@ -305,22 +306,22 @@ def test_a_finished_training_is_kept_and_a_rerun_does_not_retrain(trained_prm):
 def test_a_finished_training_with_another_recipe_is_retrained(trained_prm, tmp_path):
     import shutil
 
-    from itc.cli.train_prm import run
+    from prm.training.pipeline import train_from_config
 
     out, report = trained_prm
     shutil.copytree(out / "checkpoint", tmp_path / "checkpoint")
     shutil.copy(out / "train_report.json", tmp_path / "train_report.json")
     base = TRAINED_PRM_OVERRIDES + [f"output_dir={tmp_path}", f"data.cache={out}/data"]
-    kept = run(compose_app("train_prm", base + ["training.disable_tqdm=false"]), release_engines=False)
+    kept = train_from_config(compose_app("train_prm", base + ["training.disable_tqdm=false"]), release_engines=False)
     assert kept["train_loss"] == report["train_loss"]  # a setting outside the recipe: kept
-    again = run(compose_app("train_prm", base + ["training.max_steps=3"]), release_engines=False)
+    again = train_from_config(compose_app("train_prm", base + ["training.max_steps=3"]), release_engines=False)
     assert again["config"]["training"]["max_steps"] == 3  # retrained with the new recipe
     assert json.loads((tmp_path / "train_report.json").read_text())["config"]["training"]["max_steps"] == 3
 
 
 @pytest.mark.vllm
 def test_the_toy_prm_quality_gate_names_the_figure_below_its_floor(trained_prm):
-    from itc.cli.train_prm import PRMQualityError, quality_gate
+    from prm.training.pipeline import PRMQualityError, quality_gate
 
     out, _ = trained_prm
     checkpoint = str(out / "checkpoint")
@@ -399,14 +400,14 @@ def test_itc_eval_prm_reports_processbench_auc_and_best_of_n(trained_prm, tmp_pa
 @pytest.mark.vllm
 @pytest.mark.parametrize("extra", [["objective=orm"], ["model.backbone=ttt", "model.num_heads=1"]])
 def test_orm_objective_and_ttt_backbone_train_from_the_same_data(trained_prm, tmp_path, extra):
-    from itc.cli.train_prm import run
+    from prm.training.pipeline import train_from_config
 
     out, first = trained_prm
     cfg = compose_app(
         "train_prm",
         TRAINED_PRM_OVERRIDES + extra + [f"output_dir={tmp_path}", f"data.cache={out}/data", "training.max_steps=3"],
     )
-    report = run(cfg, release_engines=False)  # the sampled data comes from the cache
+    report = train_from_config(cfg, release_engines=False)  # the sampled data comes from the cache
     assert report["examples"] == first["examples"]
     if "objective=orm" in extra:
         assert report["objective"] == "orm" and report["labelled_positions"] == report["examples"]
@@ -418,32 +419,35 @@ def test_orm_objective_and_ttt_backbone_train_from_the_same_data(trained_prm, tm
 def test_toy_prm_name_resolves_to_the_cache_and_retrains_when_the_policy_or_recipe_changed(
     tmp_path, monkeypatch, toy_policy_path
 ):
-    import subprocess
-
-    import prm.toy as toy
-
     import itc.toy.build
+    import prm.toy as toy
+    import prm.training.pipeline
 
     monkeypatch.setenv("ITC_CACHE_DIR", str(tmp_path))
     # the policy lives in the real cache; only the PRM's cache is redirected
     monkeypatch.setattr(itc.toy.build, "policy_path", lambda progress=True: toy_policy_path)
+    monkeypatch.setattr(itc.toy.build, "policy_entry", lambda: toy_policy_path)
     calls = []
 
-    def fake_train(cmd, check):
-        calls.append(cmd)
-        out = tmp_path / "prm" / "toy-prm"
-        (out / "checkpoint").mkdir(parents=True, exist_ok=True)
-        (out / "train_report.json").write_text(
-            json.dumps({"policy_model": str(toy_policy_path), "config": toy.default_recipe("prm")})
-        )
+    def fake_train(cfg, release_engines=True):
+        """Called in this process, with the default config, into the entry's temporary folder."""
+        calls.append(cfg)
+        assert not release_engines  # the caller's engines are not the training's to stop
+        (Path(cfg.output_dir) / "checkpoint").mkdir(parents=True, exist_ok=True)
+        return {"policy_model": str(toy_policy_path), "config": toy.default_recipe(cfg.objective)}
 
-    monkeypatch.setattr(subprocess, "run", fake_train)
+    monkeypatch.setattr(prm.training.pipeline, "train_from_config", fake_train)
+    final = tmp_path / "prm" / "toy-prm"
+    assert toy.resolve_prm_model("toy", train=False) == "toy (untrained)" and not calls  # identity: no training
     path = toy.resolve_prm_model("toy")
-    assert path == str(tmp_path / "prm" / "toy-prm" / "checkpoint") and len(calls) == 1
-    assert "objective=prm" in calls[0] and calls[0][1:3] == ["-m", "itc.cli.train_prm"]
+    assert path == str(final / "checkpoint") and len(calls) == 1
+    assert calls[0].objective == "prm" and calls[0].output_dir == str(tmp_path / "prm" / "toy-prm.tmp")
+    report = final / "train_report.json"
+    assert json.loads(report.read_text())["checkpoint"] == path  # where it is after the rename
     assert toy.resolve_prm_model("toy") == path and len(calls) == 1  # cached
-    report = tmp_path / "prm" / "toy-prm" / "train_report.json"
+    assert toy.resolve_prm_model("toy", train=False) == path
     report.write_text(json.dumps({"policy_model": "/some/older/policy", "config": toy.default_recipe("prm")}))
+    assert toy.resolve_prm_model("toy", train=False) == "toy (untrained)" and len(calls) == 1
     toy.resolve_prm_model("toy")
     assert len(calls) == 2  # retrained for the current policy
     older = toy.default_recipe("prm")

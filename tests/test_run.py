@@ -164,6 +164,32 @@ def test_a_resume_with_a_retrained_prm_under_the_same_name_is_refused(tmp_path):
         _check_resume(run_dir, cfg)
 
 
+def test_a_runs_identity_never_trains_the_toy_prm(tmp_path, monkeypatch):
+    """Working out what a run means names a toy PRM not trained yet; training waits for the
+    place where the PRM is loaded (prm.scoring.build_prm)."""
+    from omegaconf import OmegaConf
+
+    import itc.toy.build
+    import prm.training.pipeline
+    from itc.runner import _check_resume, _identity
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the identity trained a model")
+
+    monkeypatch.setenv("ITC_CACHE_DIR", str(tmp_path / "cache"))  # nothing built there
+    monkeypatch.setattr(prm.training.pipeline, "train_from_config", no_training)
+    monkeypatch.setattr(itc.toy.build, "build_checked", no_training)
+    cfg = OmegaConf.create({"policy": {"name": "toy"}, "dataset": {"name": "toy"}, "strategy": {"name": "best_of_n"},
+                            "prm": {"model": "toy"}, "seed": 0})
+    assert _identity(cfg)["prm_weights"] == "toy (untrained)"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run_config.json").write_text(json.dumps({**_identity(cfg), "prm_weights": "older weights"}))
+    (run_dir / "results.jsonl").write_text('{"problem_id": "a"}\n')
+    with pytest.raises(ConfigMismatchError, match="prm_weights"):  # made with a PRM since gone
+        _check_resume(run_dir, cfg)
+
+
 def test_a_failed_run_never_blocks_its_fix_and_a_refused_run_keeps_the_record(tmp_path, toy_policy_path):
     from itc.results import write_json_atomic
 
