@@ -343,29 +343,26 @@ def greedy_by_length(policy, eval_spec: EvalSpec) -> dict[str, dict]:
 
 def best_of_n(policy, eval_spec: EvalSpec) -> dict:
     """Majority vote and pass@N over the first N of max(N) samples per held-out problem."""
-    from itc.candidates import majority_choice, make_candidate
+    from itc.candidates import majority_is_right, sample_candidates
 
     problems = task.generate(
         eval_spec.bon_problems, seed=eval_spec.seed + 1, levels=(1,), split="test",
         long_chain_steps=eval_spec.bon_length,
     )
     n_max = max(eval_spec.bon_ns)
-    prompts = [policy.format_prompt(p.text) for p in problems]
-    samples = policy.generate(
-        prompts, n=n_max, temperature=eval_spec.temperature,
+    samples = sample_candidates(
+        policy, [p.to_problem() for p in problems], n_max, temperature=eval_spec.temperature,
         max_tokens=_max_tokens(policy, problems),
     )
     majority = {n: 0 for n in eval_spec.bon_ns}
     passed = {n: 0 for n in eval_spec.bon_ns}
     sample_steps = 0.0
-    for p, completions in zip(problems, samples):
-        graded = [grade(p, c.text) for c in completions]
+    for p, cands in zip(problems, samples):
+        graded = [grade(p, c.text) for c in cands]
         correct = [g["accuracy"] == 1.0 for g in graded]
-        cands = [make_candidate(c.text, policy.step_delimiter, c) for c in completions]
         sample_steps += _mean(graded, "steps")
         for n in eval_spec.bon_ns:
-            chosen = majority_choice(cands[:n])
-            majority[n] += chosen is not None and correct[chosen]
+            majority[n] += majority_is_right(cands[:n], correct)
             passed[n] += any(correct[:n])
     k = len(problems)
     return {

@@ -13,7 +13,7 @@ from itc.types import Candidate, Problem
 from prm.data import StepLabelled
 from prm.evaluation import step_report
 from prm.scoring import AGGREGATIONS, PRM, aggregate
-from itc.candidates import majority_choice, make_candidate
+from itc.candidates import majority_choice, sample_candidates
 
 
 def select_best(cands: Sequence[Candidate], how: str) -> int | None:
@@ -53,13 +53,6 @@ def best_of_n_report(
         row["pass_at_n"] = sum(any(ok[:n]) for ok in correct) / len(problems)
         out[str(n)] = row
     return out
-
-
-def sample_candidates(
-    policy: Policy, problems: Sequence[Problem], n: int
-) -> list[list[Candidate]]:
-    outputs = policy.generate([policy.format_prompt(p.problem) for p in problems], n=n)
-    return [[make_candidate(c.text, policy.step_delimiter, c) for c in comps] for comps in outputs]
 
 
 def toy_report(

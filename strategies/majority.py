@@ -8,12 +8,13 @@ the answer it wrote, as in every selection (:mod:`strategies.selection`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 from typing import Any
 
 from itc.policy import Policy
 from itc.types import Problem
+from itc.candidates import sample_candidates
 from strategies.accounting import Meter
-from itc.candidates import make_candidate
 from strategies.base import Found, Strategy
 
 
@@ -25,9 +26,9 @@ class MajorityVote(Strategy):
         self.temperature = temperature  # None: the policy's sampling temperature
 
     def search(self, problems: Sequence[Problem], policy: Policy, prm: Any, meter: Meter) -> list[Found]:
-        prompts = [policy.format_prompt(p.problem) for p in problems]
-        outputs = meter.generate(
-            policy, prompts, range(len(problems)), n=self.n, temperature=self.temperature,
+        metered = partial(meter.generate, policy, owners=range(len(problems)))
+        samples = sample_candidates(
+            policy, problems, self.n, metered, temperature=self.temperature,
             request_keys=[p.id for p in problems],
         )
-        return [Found([make_candidate(c.text, policy.step_delimiter, c) for c in outs]) for outs in outputs]
+        return [Found(candidates) for candidates in samples]

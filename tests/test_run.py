@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from conftest import FIXTURES, VLLM_TEST_OVERRIDES, compose_run
+from fakes import ScriptedPolicy
 from itc.policy import PromptTooLongError
 from itc.runner import ConfigMismatchError, run_experiment
 
@@ -278,30 +279,17 @@ class FailOn:
         return [StrategyResult(p.id, [], None, None) for p in problems]
 
 
-class FakePolicy:
-    """What the run loop asks of a policy, without a model."""
-
-    name, max_model_len, num_parameters = "fake", 1000, 0
-    sampling = type("S", (), {"max_tokens": 10})()
-
-    def format_prompt(self, problem):
-        return problem
-
-    def check_prompt(self, prompt, what=""):
-        return 5
-
-
 def test_a_failing_problem_loses_no_other_problem_of_its_batch(tmp_path, monkeypatch):
     cfg = compose_run(["dataset=math500", f"dataset.path={FIXTURES / 'math500_sample.jsonl'}", "strategy=greedy",
                        "strategy._target_=test_run.FailOn", "batch_size=5"])
     ids = [json.loads(x)["unique_id"] for x in (FIXTURES / "math500_sample.jsonl").read_text().splitlines()]
     monkeypatch.setattr(FailOn, "bad", {ids[6]})
     with pytest.raises(RuntimeError, match="cannot solve"):
-        run_experiment(cfg, tmp_path, policy=FakePolicy())
+        run_experiment(cfg, tmp_path, policy=ScriptedPolicy())
     written = [json.loads(x)["problem_id"] for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert written == [i for i in ids if i != ids[6]]  # the batch after it ran too
     monkeypatch.setattr(FailOn, "bad", set())
-    assert run_experiment(cfg, tmp_path, policy=FakePolicy())["num_problems"] == 12
+    assert run_experiment(cfg, tmp_path, policy=ScriptedPolicy())["num_problems"] == 12
     assert sorted(json.loads(x)["problem_id"] for x in (tmp_path / "results.jsonl").read_text().splitlines()) == sorted(ids)
 
 

@@ -20,22 +20,19 @@ def evaluate(model_path: str, num_problems: int, n: int, temperature: float, see
     from itc.grading import answers_equivalent
     from itc.policy import PromptConfig, SamplingConfig
     from itc.policy.vllm_backend import VLLMPolicy
+    from itc.candidates import majority_is_right, sample_candidates
     from itc.toy import generate
-    from itc.candidates import majority_choice, make_candidate
 
     policy = VLLMPolicy(
         "toy", model_path, PromptConfig(), SamplingConfig(temperature=temperature, max_tokens=160),
         dtype="float32", max_model_len=1024, seed=seed, gpu_memory_utilization=0.2,
     )
     problems = [p.to_problem() for p in generate(num_problems, seed)]
-    outputs = policy.generate([policy.format_prompt(p.problem) for p in problems], n=n)
     pass1, maj, tokens = defaultdict(list), defaultdict(list), 0
-    for problem, completions in zip(problems, outputs):
-        cands = [make_candidate(c.text, "\n\n", c) for c in completions]
+    for problem, cands in zip(problems, sample_candidates(policy, problems, n)):
         ok = [answers_equivalent(c.answer, problem.answer) for c in cands]
         pass1[problem.level].append(sum(ok) / n)
-        chosen = majority_choice(cands)
-        maj[problem.level].append(chosen is not None and ok[chosen])
+        maj[problem.level].append(majority_is_right(cands, ok))
         tokens += sum(c.completion_tokens for c in cands)
     mean = lambda d: sum(sum(v) for v in d.values()) / sum(len(v) for v in d.values())  # noqa: E731
     return {
