@@ -127,7 +127,7 @@ def toy_prm_path(name: str = "toy") -> Path:
         write_json_atomic(tmp / "train_report.json", report)
 
     entry = _entry(name)
-    what = f"the embedded world's {objective}"
+    what = f"the embedded world's toy {objective.upper()}"
     return cached_build(entry, build, what=what, is_built=is_built, resume=True) / "checkpoint"
 
 

@@ -22,7 +22,7 @@ class PRMQualityError(RuntimeError):
 
 def quality_gate(cfg: DictConfig, checkpoint: str) -> dict | None:
     """The toy PRM checks itself after training: ProcessBench F1 on held-out problems'
-    reference and one-step-corrupted solutions (``evals.prm_eval.toy_gate_report``, the
+    reference and one-step-corrupted solutions (:func:`prm.evaluation.toy_gate_report`, the
     transformers backend); below ``quality_gate.min_f1`` it raises
     :class:`PRMQualityError` naming the figure. Runs for ``objective=prm`` on the embedded
     world's tokenizer only (None otherwise)."""
