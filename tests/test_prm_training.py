@@ -1,17 +1,14 @@
-"""itc-train-prm and itc-eval-prm: data, targets, metrics, and the real pipeline end to end
+"""prm.training and itc-train-prm / itc-eval-prm: data, targets, models, and the real pipeline end to end
 (sampling through vLLM, training with transformers' Trainer, scoring with vLLM and HF)."""
 
 from __future__ import annotations
 
 import json
-import math
-from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import TINY_TRAIN, TRAINED_PRM_OVERRIDES, VLLM_TEST_OVERRIDES, compose_app, prm_config
-from prm.metrics import best_threshold, first_error, processbench, roc_auc
 from itc.toy import generate
 from itc.toy.tokenizer import build_tokenizer
 from prm.data import PRMDataError, StepLabelled, load_processbench
@@ -120,29 +117,6 @@ def test_soft_cross_entropy_is_cross_entropy_for_hard_labels_and_ignores_the_res
     logp = torch.log_softmax(logits[1, 4], -1)
     want = (hard * 3 - (-logp[1])  + -(0.25 * logp[1] + 0.75 * logp[0])) / 3
     assert soft_cross_entropy(logits, targets).item() == pytest.approx(want.item(), abs=1e-6)
-
-
-# --- metrics ------------------------------------------------------------------------------
-
-
-def test_processbench_f1_and_threshold_choice():
-    scores = [[0.9, 0.2, 0.1], [0.9, 0.8], [0.4, 0.9], [0.9, 0.9, 0.9]]
-    gold = [1, -1, 0, 2]
-    assert first_error(scores[0], 0.5) == 1 and first_error(scores[1], 0.5) == -1
-    r = processbench(scores, gold, 0.5)
-    assert (r["flawed"], r["correct"]) == (3, 1)
-    assert r["accuracy_flawed"] == pytest.approx(2 / 3) and r["accuracy_correct"] == 1.0
-    assert r["f1"] == pytest.approx(2 * (2 / 3) / (2 / 3 + 1))
-    assert processbench(scores, gold, 0.95)["accuracy_correct"] == 0.0
-    assert best_threshold(scores, gold, [0.3, 0.5, 0.95]) == 0.5
-
-
-def test_roc_auc():
-    assert roc_auc([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 1.0
-    assert roc_auc([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 0.0
-    assert roc_auc([0.5, 0.5], [True, False]) == 0.5
-    assert roc_auc([0.3, 0.1, 0.4, 0.35], [False, True, True, False]) == pytest.approx(0.5)
-    assert math.isnan(roc_auc([0.2], [True]))
 
 
 # --- ProcessBench files ---------------------------------------------------------------------
@@ -414,63 +388,6 @@ def test_orm_objective_and_ttt_backbone_train_from_the_same_data(trained_prm, tm
     else:
         arch = json.loads((tmp_path / "checkpoint" / "config.json").read_text())["architectures"]
         assert arch == ["TTTForProcessRewardModel"]
-
-
-def test_toy_prm_name_resolves_to_the_cache_and_retrains_when_the_policy_or_recipe_changed(
-    tmp_path, monkeypatch, toy_policy_path
-):
-    import itc.toy.build
-    import prm.toy as toy
-    import prm.training.pipeline
-
-    monkeypatch.setenv("ITC_CACHE_DIR", str(tmp_path))
-    # the policy lives in the real cache; only the PRM's cache is redirected
-    monkeypatch.setattr(itc.toy.build, "policy_path", lambda progress=True: toy_policy_path)
-    monkeypatch.setattr(itc.toy.build, "policy_entry", lambda: toy_policy_path)
-    calls = []
-
-    def fake_train(cfg, release_engines=True):
-        """Called in this process, with the default config, into the entry's temporary folder."""
-        calls.append(cfg)
-        assert not release_engines  # the caller's engines are not the training's to stop
-        (Path(cfg.output_dir) / "checkpoint").mkdir(parents=True, exist_ok=True)
-        return {"policy_model": str(toy_policy_path), "config": toy.default_recipe(cfg.objective)}
-
-    monkeypatch.setattr(prm.training.pipeline, "train_from_config", fake_train)
-    final = tmp_path / "prm" / "toy-prm"
-    assert toy.resolve_prm_model("toy", train=False) == "toy (untrained)" and not calls  # identity: no training
-    path = toy.resolve_prm_model("toy")
-    assert path == str(final / "checkpoint") and len(calls) == 1
-    assert calls[0].objective == "prm" and calls[0].output_dir == str(tmp_path / "prm" / "toy-prm.tmp")
-    report = final / "train_report.json"
-    assert json.loads(report.read_text())["checkpoint"] == path  # where it is after the rename
-    assert toy.resolve_prm_model("toy") == path and len(calls) == 1  # cached
-    assert toy.resolve_prm_model("toy", train=False) == path
-    report.write_text(json.dumps({"policy_model": "/some/older/policy", "config": toy.default_recipe("prm")}))
-    assert toy.resolve_prm_model("toy", train=False) == "toy (untrained)" and len(calls) == 1
-    toy.resolve_prm_model("toy")
-    assert len(calls) == 2  # retrained for the current policy
-    older = toy.default_recipe("prm")
-    older["model"]["lm_verifier"] = False
-    older["training"]["max_steps"] = 6000
-    older["training"]["disable_tqdm"] = True  # not part of the recipe
-    report.write_text(json.dumps({"policy_model": str(toy_policy_path), "config": older}))
-    assert toy.changed_recipe_keys(toy.recipe(older), toy.default_recipe("prm")) == [
-        "model.lm_verifier", "training.max_steps"]
-    toy.resolve_prm_model("toy")
-    assert len(calls) == 3  # retrained with today's recipe
-    assert toy.resolve_prm_model("/my/prm") == "/my/prm"
-
-
-def test_the_toy_recipe_includes_the_sampling_policy_but_not_its_engine_settings():
-    from prm import toy
-
-    shipped = toy.default_recipe("prm")
-    assert shipped["policy"]["model"] == "toy" and shipped["policy"]["backend"] == "hf"  # composed
-    other = json.loads(json.dumps(shipped))
-    other["policy"]["backend"] = "vllm"  # other samples: another model
-    other["policy"]["vllm"] = {"engine_kwargs": {"block_size": 128}}  # engine tuning: the same
-    assert toy.changed_recipe_keys(toy.recipe(other), shipped) == ["policy.backend"]
 
 
 def test_train_prm_samples_its_toy_data_with_transformers_by_default(toy_policy_path):
