@@ -11,7 +11,7 @@ import torch
 from conftest import TINY_TRAIN, TRAINED_PRM_OVERRIDES, VLLM_TEST_OVERRIDES, compose_app, prm_config
 from itc.toy import generate
 from itc.toy.tokenizer import build_tokenizer
-from prm.data import PRMDataError, StepLabelled, load_processbench
+from prm.data import StepLabelled
 from prm.scoring import QwenPRMFormat
 from prm.training import IGNORE, build_examples, orm_label, soft_cross_entropy
 
@@ -119,25 +119,6 @@ def test_soft_cross_entropy_is_cross_entropy_for_hard_labels_and_ignores_the_res
     assert soft_cross_entropy(logits, targets).item() == pytest.approx(want.item(), abs=1e-6)
 
 
-# --- ProcessBench files ---------------------------------------------------------------------
-
-
-def test_processbench_loader(tmp_path):
-    rows = [
-        {"id": "a", "problem": "1+1?", "steps": ["1+1=3", "\\boxed{3}"], "label": 0},
-        {"id": "b", "problem": "2+2?", "steps": ["2+2=4", "\\boxed{4}"], "label": -1},
-    ]
-    (tmp_path / "pb.json").write_text(json.dumps(rows))
-    recs = list(load_processbench(tmp_path / "pb.json"))
-    assert [r.labels for r in recs] == [[0.0, 0.0], [1.0, 1.0]]
-    assert [r.first_error() for r in recs] == [0, -1]
-    (tmp_path / "pb.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + '\n{"problem": "x", "steps": ["a"], "label": 4}\n')
-    with pytest.raises(PRMDataError, match=r"pb.jsonl:3: 'label' must be -1 or a step index"):
-        load_processbench(tmp_path / "pb.jsonl")
-    res = load_processbench(tmp_path / "pb.jsonl", skip_bad=True)
-    assert len(res) == 2 and res.skipped == 1
-
-
 # --- configs ------------------------------------------------------------------------------
 
 
@@ -206,44 +187,6 @@ def test_previous_token_head_copies_the_lms_last_state_to_the_next_token(tmp_pat
     built = make_model(m, tok, seed=0)
     assert torch.equal(built.model.layers[2].self_attn.k_proj.bias, prm.model.layers[2].self_attn.k_proj.bias)
     assert not built.model.layers[0].self_attn.q_proj.weight.requires_grad  # freeze_base still applies
-
-
-def test_unknown_data_source_is_named(tmp_path):
-    from prm.data.mix import build_mix
-
-    with pytest.raises(ValueError, match="unknown PRM data source.*'shepherd'"):
-        build_mix({"shepherd": {"paths": []}}, lambda: None, tmp_path)
-
-
-def test_corrupted_solutions_end_at_one_exactly_labelled_wrong_step(tmp_path):
-    from itc.toy import task
-    from prm.data.mix import build_mix
-    from prm.data.toy import corrupted_records
-
-    problems = generate(300, 0, (1, 2, 3, 4, 5), "train")
-    records = corrupted_records(problems, samples_per_problem=2, seed=0)
-    assert len(records) == 2 * len(problems)
-    kinds = set()
-    for p, r in zip([p for p in problems for _ in range(2)], records):
-        k = r.meta["corrupted_step"]
-        assert r.steps[:k] == p.reference_steps()[:k] and len(r.steps) == k + 1
-        assert r.labels == [1.0] * k + [0.0]
-        assert r.labels == [float(x) for x in task.step_labels(p, r.steps)]
-        if k < len(p.ops):
-            label = task.op_label(k)
-            m = task._STEP_RE.match(r.steps[k])
-            kinds.add(
-                "operation" if not r.steps[k].startswith(f"{label}{p.ops[k][0]}{p.ops[k][1]} ")
-                else "result" if not task.step_is_valid_arithmetic(r.steps[k])
-                else "operand"
-            )
-            assert m is not None
-    assert kinds == {"operation", "result", "operand"}
-    assert corrupted_records(problems, 2, seed=0) == records  # deterministic
-    mixed, counts = build_mix(
-        {"toy_corrupted": {"num_problems": 10, "levels": [1, 2], "seed": 1}}, lambda: None, tmp_path
-    )
-    assert counts == {"toy_corrupted": 10} and all(r.labels[-1] == 0.0 for r in mixed)
 
 
 # --- the real pipeline --------------------------------------------------------------------
