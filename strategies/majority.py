@@ -11,9 +11,9 @@ from collections.abc import Sequence
 from functools import partial
 from typing import Any
 
+from itc.candidates import sample_candidates
 from itc.policy import Policy
 from itc.types import Problem
-from itc.candidates import sample_candidates
 from strategies.accounting import Meter
 from strategies.base import Found, Strategy
 

@@ -17,10 +17,10 @@ from itc.cli.lifecycle import command_process
 
 
 def evaluate(model_path: str, num_problems: int, n: int, temperature: float, seed: int) -> dict:
+    from itc.candidates import majority_is_right, sample_candidates
     from itc.grading import answers_equivalent
     from itc.policy import PromptConfig, SamplingConfig
     from itc.policy.vllm_backend import VLLMPolicy
-    from itc.candidates import majority_is_right, sample_candidates
     from itc.toy import generate
 
     policy = VLLMPolicy(
