@@ -104,6 +104,11 @@ class FakePRM:
     def step_scores(self, steps: Sequence[str]) -> list[float]:
         raise NotImplementedError
 
+    def aggregate(self, step_scores: Sequence[float]) -> float:
+        from prm.scoring import aggregate
+
+        return aggregate(step_scores, self.aggregation)
+
     def score_with_usage(self, problems, candidates, known=None):
         """As :meth:`prm.scoring.base.PRM.score_with_usage`: the scores after the known ones."""
         self.calls += 1

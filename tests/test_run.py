@@ -191,6 +191,35 @@ def test_a_runs_identity_never_trains_the_toy_prm(tmp_path, monkeypatch):
         _check_resume(run_dir, cfg)
 
 
+def test_a_run_records_the_toy_prm_it_loaded_not_the_untrained_name(tmp_path, monkeypatch):
+    """Training happens where the PRM is loaded; the run's record then names its weights."""
+    import prm.scoring
+    from fakes import StepPRM
+    from itc.cache import checkpoint_fingerprint
+    from itc.toy.build import policy_entry
+    from prm import toy
+
+    monkeypatch.setenv("ITC_CACHE_DIR", str(tmp_path / "cache"))
+    entry = tmp_path / "cache" / "prm" / "toy-prm"
+    loaded = []
+
+    def build_prm(cfg, seed=0):
+        """As the real one does for prm.model=toy: train the toy PRM (here: write one), load it."""
+        (entry / "checkpoint").mkdir(parents=True)
+        (entry / "checkpoint" / "model.safetensors").write_bytes(b"weights")
+        report = {"policy_model": str(policy_entry()), "config": toy.default_recipe("prm")}
+        (entry / "train_report.json").write_text(json.dumps(report))
+        loaded.append(cfg.model)
+        return StepPRM()
+
+    monkeypatch.setattr(prm.scoring, "build_prm", build_prm)
+    cfg = compose_run(["strategy=greedy", "prm=toy", "dataset.num_problems=2"])
+    run_experiment(cfg, tmp_path / "run", policy=ScriptedPolicy(["\\boxed{1}"]))
+    assert loaded == ["toy"]
+    recorded = json.loads((tmp_path / "run" / "run_config.json").read_text())
+    assert recorded["prm_weights"] == checkpoint_fingerprint(str(entry / "checkpoint")) != "toy (untrained)"
+
+
 def test_a_failed_run_never_blocks_its_fix_and_a_refused_run_keeps_the_record(tmp_path, toy_policy_path):
     from itc.results import write_json_atomic
 
