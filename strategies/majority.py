@@ -8,10 +8,8 @@ the answer it wrote, as in every selection (:mod:`strategies.selection`).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 from typing import Any
 
-from itc.candidates import sample_candidates
 from itc.policy import Policy
 from itc.types import Problem
 from strategies.accounting import Meter
@@ -26,9 +24,4 @@ class MajorityVote(Strategy):
         self.temperature = temperature  # None: the policy's sampling temperature
 
     def search(self, problems: Sequence[Problem], policy: Policy, prm: Any, meter: Meter) -> list[Found]:
-        metered = partial(meter.generate, policy, owners=range(len(problems)))
-        samples = sample_candidates(
-            policy, problems, self.n, metered, temperature=self.temperature,
-            request_keys=[p.id for p in problems],
-        )
-        return [Found(candidates) for candidates in samples]
+        return [Found(cands) for cands in meter.sample(policy, problems, self.n, temperature=self.temperature)]
