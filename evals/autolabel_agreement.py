@@ -20,10 +20,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    from itc.candidates import sample_candidates
     from itc.policy import build_policy
     from itc.toy import generate, step_labels
     from prm.autolabel import agreement, rollout_labels
-    from itc.candidates import split_steps
 
     cfg = {
         "name": "toy", "backend": "vllm", "model": "toy", "dtype": "float32", "max_model_len": 1024,
@@ -32,8 +32,8 @@ def main(argv: list[str] | None = None) -> None:
     }
     policy = build_policy(cfg, seed=args.seed)
     problems = [p.to_problem() for p in generate(args.problems, seed=args.seed + 1000)]
-    sampled = policy.generate([policy.format_prompt(p.problem) for p in problems], n=args.samples)
-    solutions = [[split_steps(c.text, "\n\n") or ["(empty)"] for c in cs] for cs in sampled]
+    sampled = sample_candidates(policy, problems, args.samples)
+    solutions = [[c.steps or ["(empty)"] for c in cs] for cs in sampled]
     records = rollout_labels(policy, problems, solutions, n=args.rollouts)
     gold = [step_labels(p.problem, steps) for p, sols in zip(problems, solutions) for steps in sols]
     report = agreement(records, gold)

@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_module
 
-from evals.prm_eval import sample_candidates
-from evals.prm_metrics import best_threshold, processbench, roc_auc
+from itc.candidates import sample_candidates
+from prm.metrics import best_threshold, processbench, roc_auc
 from itc.policy import Policy, build_policy, resolve_model_path
 from itc.toy import generate
 from prm.data import StepLabelled

@@ -43,7 +43,6 @@ import json
 import logging
 import random
 import re
-import shutil
 import sys
 import time
 from collections.abc import Iterator, Sequence
@@ -52,10 +51,9 @@ from pathlib import Path
 
 import torch
 import transformers
-from filelock import FileLock
 from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedTokenizerBase
 
-from itc.cache import cache_dir, fingerprint
+from itc.cache import BUILD_INFO, cache_entry, cached_build, fingerprint
 from itc.toy import task
 from itc.toy.build import (
     ToyPolicySpec,
@@ -249,27 +247,19 @@ def _code_fingerprint(arch: str) -> str:
 
 
 def policy_path(arch: str, spec: TrainSpec) -> Path:
-    """The cached policy folder for ``arch``, training it first when it is missing (a lock
-    keeps two processes from training at once; written to a temporary folder, then renamed)."""
+    """The cached policy folder for ``arch``, training it first when it is missing
+    (:func:`itc.cache.cached_build`)."""
     fields = asdict(spec)
     if arch != "ttt":
         del fields["ttt_backbone"]  # so a TTT variant reuses the cached transformer
-    key = fingerprint(json.dumps(fields, sort_keys=True), arch, _code_fingerprint(arch))
-    root = cache_dir() / "toy"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"long-chain-{arch}-{key}"
-    with FileLock(str(root / f"long-chain-{arch}-{key}.lock")):
-        if (final / "build_info.json").exists():
-            log.info("%s policy cached in %s", arch, final)
-            return final
-        log.info("training the %s policy (%d steps; cached in %s)", arch, spec.train_steps, final)
-        tmp = root / f"long-chain-{arch}-{key}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
+
+    def build(tmp: Path) -> None:
         stats = train(arch, spec, tmp)
-        (tmp / "build_info.json").write_text(json.dumps({"spec": asdict(spec), **stats}, indent=2))
-        tmp.rename(final)
-    return final
+        (tmp / BUILD_INFO).write_text(json.dumps({"spec": asdict(spec), **stats}, indent=2))
+
+    key = (json.dumps(fields, sort_keys=True), arch, _code_fingerprint(arch))
+    what = f"the long-chain {arch} policy ({spec.train_steps} steps)"
+    return cached_build(cache_entry(f"toy/long-chain-{arch}", key), build, what=what)
 
 
 def load_policy(path: Path, spec: TrainSpec, eval_spec: EvalSpec, seed: int):
@@ -353,29 +343,26 @@ def greedy_by_length(policy, eval_spec: EvalSpec) -> dict[str, dict]:
 
 def best_of_n(policy, eval_spec: EvalSpec) -> dict:
     """Majority vote and pass@N over the first N of max(N) samples per held-out problem."""
-    from itc.candidates import majority_choice, make_candidate
+    from itc.candidates import majority_is_right, sample_candidates
 
     problems = task.generate(
         eval_spec.bon_problems, seed=eval_spec.seed + 1, levels=(1,), split="test",
         long_chain_steps=eval_spec.bon_length,
     )
     n_max = max(eval_spec.bon_ns)
-    prompts = [policy.format_prompt(p.text) for p in problems]
-    samples = policy.generate(
-        prompts, n=n_max, temperature=eval_spec.temperature,
+    samples = sample_candidates(
+        policy, [p.to_problem() for p in problems], n_max, temperature=eval_spec.temperature,
         max_tokens=_max_tokens(policy, problems),
     )
     majority = {n: 0 for n in eval_spec.bon_ns}
     passed = {n: 0 for n in eval_spec.bon_ns}
     sample_steps = 0.0
-    for p, completions in zip(problems, samples):
-        graded = [grade(p, c.text) for c in completions]
+    for p, cands in zip(problems, samples):
+        graded = [grade(p, c.text) for c in cands]
         correct = [g["accuracy"] == 1.0 for g in graded]
-        cands = [make_candidate(c.text, policy.step_delimiter, c) for c in completions]
         sample_steps += _mean(graded, "steps")
         for n in eval_spec.bon_ns:
-            chosen = majority_choice(cands[:n])
-            majority[n] += chosen is not None and correct[chosen]
+            majority[n] += majority_is_right(cands[:n], correct)
             passed[n] += any(correct[:n])
     k = len(problems)
     return {

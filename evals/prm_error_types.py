@@ -59,7 +59,7 @@ def outcomes(
     scores: Sequence[Sequence[float]], first_errors: Sequence[int], kinds: Sequence[str], threshold: float
 ) -> dict[str, dict[str, int]]:
     """Per kind of first error: how many flawed solutions were found, missed or flagged early."""
-    from evals.prm_metrics import first_error
+    from prm.metrics import first_error
 
     out: dict[str, Counter] = {}
     for s, gold, kind in zip(scores, first_errors, kinds):
@@ -74,7 +74,7 @@ def outcomes(
 def report(
     scores: Sequence[Sequence[float]], first_errors: Sequence[int], kinds: Sequence[str], grid: Sequence[float]
 ) -> dict:
-    from evals.prm_metrics import best_threshold, processbench
+    from prm.metrics import best_threshold, processbench
 
     half = len(scores) // 2
     th = best_threshold(scores[:half], first_errors[:half], grid)
@@ -97,7 +97,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     from transformers import AutoModelForCausalLM
 
     from evals.lm_verifier import step_probabilities
-    from evals.prm_eval import sample_candidates, score_records
+    from itc.candidates import sample_candidates
+    from prm.evaluation import score_records
     from itc.policy import build_policy, resolve_model_path
     from itc.toy import generate, parse_problem
     from prm.data.toy import gold_records

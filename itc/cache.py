@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
+
+from filelock import FileLock
+
+log = logging.getLogger(__name__)
+
+BUILD_INFO = "build_info.json"  # written last into a keyed entry: its presence marks it built
 
 
 def cache_dir() -> Path:
@@ -22,6 +31,47 @@ def fingerprint(*parts: str | bytes) -> str:
         h.update(part.encode() if isinstance(part, str) else part)
         h.update(b"\0")
     return h.hexdigest()[:16]
+
+
+def cache_entry(name: str, key: Sequence[str | bytes] = ()) -> Path:
+    """Where the cache keeps ``name`` (a path under :func:`cache_dir`, e.g. ``toy/policy``):
+    ``<name>-<fingerprint(*key)>``, or ``<name>`` itself without a key. Nothing is built."""
+    return cache_dir() / (f"{name}-{fingerprint(*key)}" if key else name)
+
+
+def _has_build_info(path: Path) -> bool:
+    return (path / BUILD_INFO).exists()
+
+
+def cached_build(
+    path: Path,
+    build: Callable[[Path], object],
+    *,
+    what: str,
+    is_built: Callable[[Path], bool] = _has_build_info,
+    resume: bool = False,
+) -> Path:
+    """The cache entry ``path`` (:func:`cache_entry`), built first when ``is_built`` says it
+    is not (by default: it has no ``build_info.json``).
+
+    A file lock beside it (``<name>.lock``) keeps two processes from building at once;
+    ``build`` writes the entry into ``<name>.tmp``, which then replaces ``path`` by a rename,
+    so a reader never sees half an entry. The temporary folder starts empty, unless
+    ``resume``: then an interrupted build's leftovers are kept for ``build`` to resume from.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path.with_name(path.name + ".lock"))):
+        if is_built(path):
+            return path
+        log.warning("Building %s (once; cached in %s)", what, path)
+        tmp = path.with_name(path.name + ".tmp")
+        if not resume:
+            shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(exist_ok=True)
+        build(tmp)
+        shutil.rmtree(path, ignore_errors=True)  # a stale entry (is_built said so)
+        tmp.rename(path)
+    return path
 
 
 def checkpoint_fingerprint(model: str) -> str:

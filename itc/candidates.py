@@ -1,16 +1,21 @@
 """Candidates from solution texts, and the majority vote over their answers.
 
 Core helpers that strategies, PRM data and evaluations share: splitting a solution into
-steps, making a :class:`~itc.types.Candidate` from it, and voting over equivalent answers.
+steps, making a :class:`~itc.types.Candidate` from it, sampling N of them per problem
+(:func:`sample_candidates`), and voting over equivalent answers (:func:`majority_choice`,
+:func:`majority_is_right`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from itc.grading import EXACT_STRING_FALLBACK, GradingBudget, extract_boxed, group_by_equivalence
-from itc.types import Candidate, Completion
+from itc.types import Candidate, Completion, Problem
+
+if TYPE_CHECKING:
+    from itc.policy import Policy
 
 
 def split_steps(text: str, delimiter: str) -> list[str]:
@@ -28,6 +33,21 @@ def make_candidate(text: str, delimiter: str, completion: Completion | None = No
         finished=completion.finished if completion else kw.pop("finished", True),
         **kw,
     )
+
+
+def sample_candidates(
+    policy: Policy,
+    problems: Sequence[Problem],
+    n: int,
+    generate: Callable[..., list[list[Completion]]] | None = None,
+    **generate_kw: Any,
+) -> list[list[Candidate]]:
+    """``n`` sampled solutions per problem, as candidates (steps split at the policy's step
+    delimiter, answers extracted). ``generate`` (default ``policy.generate``) is called with
+    the prompts, ``n`` and ``generate_kw``, e.g. a strategy's metered call."""
+    generate = generate or policy.generate
+    outputs = generate([policy.format_prompt(p.problem) for p in problems], n=n, **generate_kw)
+    return [[make_candidate(c.text, policy.step_delimiter, c) for c in comps] for comps in outputs]
 
 
 def majority_choice(candidates: Sequence[Candidate], weights: Sequence[float] | None = None) -> int | None:
@@ -54,3 +74,10 @@ def majority_choice(candidates: Sequence[Candidate], weights: Sequence[float] | 
         return None
     best = max(totals, key=lambda k: (totals[k], -first[k]))
     return first[best]
+
+
+def majority_is_right(candidates: Sequence[Candidate], correct: Sequence[bool]) -> bool:
+    """Whether the majority vote over ``candidates`` picks a right one (``correct[i]``:
+    candidate ``i`` is right); no answer at all counts as wrong."""
+    chosen = majority_choice(candidates)
+    return chosen is not None and bool(correct[chosen])

@@ -48,12 +48,15 @@ class ConfigMismatchError(InputError):
 
 
 def _identity(cfg: DictConfig) -> dict[str, Any]:
+    """What the run's results mean: its config's identity keys and the PRM's weights. Nothing
+    is trained here: a toy PRM not trained yet is named as such (``prm.toy``), and the
+    identity is worked out again once the PRM is loaded (:func:`run_experiment`)."""
     c = OmegaConf.to_container(cfg, resolve=True)
     ident = _without_serving({k: c.get(k) for k in IDENTITY_KEYS})
     if c.get("prm") is not None:  # a retrained PRM under the same name makes other results
         from prm.toy import resolve_prm_model
 
-        ident["prm_weights"] = checkpoint_fingerprint(resolve_prm_model(c["prm"]["model"]))
+        ident["prm_weights"] = checkpoint_fingerprint(resolve_prm_model(c["prm"]["model"], train=False))
     return ident
 
 
@@ -259,7 +262,8 @@ def run_experiment(
         if prm is None and cfg.get("prm") is not None:
             from prm.scoring import build_prm
 
-            prm = build_prm(cfg.prm, seed=cfg.seed)
+            prm = build_prm(cfg.prm, seed=cfg.seed)  # a toy PRM is trained here if it must be
+            ident = _identity(cfg)  # with the weights now loaded
         truncated = _check_prompts(policy, todo)  # fails before any work if one cannot fit
         batch_size = int(cfg.get("batch_size", 64))
         failed: list[tuple[Problem, Exception]] = []

@@ -21,10 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
+from itc.candidates import sample_candidates
 from itc.policy import Policy
-from itc.types import Completion
+from itc.types import Candidate, Completion, Problem
 
 
 @dataclass
@@ -71,6 +73,13 @@ class Meter:
             u.prompt_tokens_computed += prompt_tokens_computed(count, completions)
             u.completion_tokens += sum(c.num_tokens for c in completions)
         return outputs
+
+    def sample(self, policy: Policy, problems: Sequence[Problem], n: int, **kwargs: Any) -> list[list[Candidate]]:
+        """``n`` sampled candidates per problem (:func:`itc.candidates.sample_candidates`
+        through :meth:`generate`), each problem's requests keyed by its id, so that its
+        samples do not depend on the batch (``kwargs``: ``temperature``, ``max_tokens``)."""
+        metered = partial(self.generate, policy, owners=range(len(problems)))
+        return sample_candidates(policy, problems, n, metered, request_keys=[p.id for p in problems], **kwargs)
 
     def score(
         self,

@@ -13,7 +13,6 @@ from typing import Any
 from itc.policy import Policy
 from itc.types import Problem
 from strategies.accounting import Meter
-from itc.candidates import make_candidate
 from strategies.base import Found
 from strategies.selection import PRMStrategy
 from strategies.steps import zero_false_equations
@@ -27,12 +26,7 @@ class BestOfN(PRMStrategy):
 
     def search(self, problems: Sequence[Problem], policy: Policy, prm: Any, meter: Meter) -> list[Found]:
         s = self.settings
-        prompts = [policy.format_prompt(p.problem) for p in problems]
-        outputs = meter.generate(
-            policy, prompts, range(len(problems)), n=self.n, temperature=s.temperature,
-            request_keys=[p.id for p in problems],
-        )
-        cands = [[make_candidate(c.text, policy.step_delimiter, c) for c in outs] for outs in outputs]
+        cands = meter.sample(policy, problems, self.n, temperature=s.temperature)
         scores = meter.score(
             prm, [p.problem for p in problems], [[c.steps for c in cs] for cs in cands], range(len(problems))
         )

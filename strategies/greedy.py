@@ -8,7 +8,6 @@ from typing import Any
 from itc.policy import Policy
 from itc.types import Problem
 from strategies.accounting import Meter
-from itc.candidates import make_candidate
 from strategies.base import Found, Strategy
 
 
@@ -19,8 +18,4 @@ class Greedy(Strategy):
         super().__init__(1)
 
     def search(self, problems: Sequence[Problem], policy: Policy, prm: Any, meter: Meter) -> list[Found]:
-        prompts = [policy.format_prompt(p.problem) for p in problems]
-        outputs = meter.generate(
-            policy, prompts, range(len(problems)), n=1, temperature=0.0, request_keys=[p.id for p in problems]
-        )
-        return [Found([make_candidate(c.text, policy.step_delimiter, c)]) for (c,) in outputs]
+        return [Found(cands) for cands in meter.sample(policy, problems, 1, temperature=0.0)]

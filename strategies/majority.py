@@ -13,7 +13,6 @@ from typing import Any
 from itc.policy import Policy
 from itc.types import Problem
 from strategies.accounting import Meter
-from itc.candidates import make_candidate
 from strategies.base import Found, Strategy
 
 
@@ -25,9 +24,4 @@ class MajorityVote(Strategy):
         self.temperature = temperature  # None: the policy's sampling temperature
 
     def search(self, problems: Sequence[Problem], policy: Policy, prm: Any, meter: Meter) -> list[Found]:
-        prompts = [policy.format_prompt(p.problem) for p in problems]
-        outputs = meter.generate(
-            policy, prompts, range(len(problems)), n=self.n, temperature=self.temperature,
-            request_keys=[p.id for p in problems],
-        )
-        return [Found([make_candidate(c.text, policy.step_delimiter, c) for c in outs]) for outs in outputs]
+        return [Found(cands) for cands in meter.sample(policy, problems, self.n, temperature=self.temperature)]

@@ -102,13 +102,13 @@ TRAINED_PRM_OVERRIDES = ["policy.backend=vllm", *VLLM_TEST_OVERRIDES, *TINY_TRAI
 @pytest.fixture(scope="session")
 def trained_prm(tmp_path_factory, vllm_policy):
     """A PRM trained by itc-train-prm's own code path on solutions sampled through vLLM."""
-    from itc.cli.train_prm import run
+    from prm.training.pipeline import train_from_config
 
     out = tmp_path_factory.mktemp("trained_prm")
     cfg = compose_app(
         "train_prm", TRAINED_PRM_OVERRIDES + [f"output_dir={out}", f"data.cache={out}/data"]
     )
-    report = run(cfg, release_engines=False)
+    report = train_from_config(cfg, release_engines=False)
     return out, report
 
 

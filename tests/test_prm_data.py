@@ -1,4 +1,4 @@
-"""PRM data loaders: PRM800K, Math-Shepherd, the step-labelled JSONL and the TRL export."""
+"""PRM data: PRM800K, Math-Shepherd, ProcessBench, the step-labelled JSONL, the TRL export, and the training mix."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from itc.toy import generate
 from prm.data import (
     LoadResult,
     PRMDataError,
     StepLabelled,
     export_trl,
     load_math_shepherd,
+    load_processbench,
     load_prm800k,
     parse_math_shepherd,
     read_jsonl,
@@ -368,3 +370,57 @@ def test_real_math_shepherd(tmp_path):
     export_trl(res, tmp_path / "t.jsonl")
     row = json.loads((tmp_path / "t.jsonl").read_text())
     assert row["labels"] == [True, False, False, False, False]
+
+
+def test_processbench_loader(tmp_path):
+    rows = [
+        {"id": "a", "problem": "1+1?", "steps": ["1+1=3", "\\boxed{3}"], "label": 0},
+        {"id": "b", "problem": "2+2?", "steps": ["2+2=4", "\\boxed{4}"], "label": -1},
+    ]
+    (tmp_path / "pb.json").write_text(json.dumps(rows))
+    recs = list(load_processbench(tmp_path / "pb.json"))
+    assert [r.labels for r in recs] == [[0.0, 0.0], [1.0, 1.0]]
+    assert [r.first_error() for r in recs] == [0, -1]
+    (tmp_path / "pb.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + '\n{"problem": "x", "steps": ["a"], "label": 4}\n')
+    with pytest.raises(PRMDataError, match=r"pb.jsonl:3: 'label' must be -1 or a step index"):
+        load_processbench(tmp_path / "pb.jsonl")
+    res = load_processbench(tmp_path / "pb.jsonl", skip_bad=True)
+    assert len(res) == 2 and res.skipped == 1
+
+
+def test_unknown_data_source_is_named(tmp_path):
+    from prm.data.mix import build_mix
+
+    with pytest.raises(ValueError, match="unknown PRM data source.*'shepherd'"):
+        build_mix({"shepherd": {"paths": []}}, lambda: None, tmp_path)
+
+
+def test_corrupted_solutions_end_at_one_exactly_labelled_wrong_step(tmp_path):
+    from itc.toy import task
+    from prm.data.mix import build_mix
+    from prm.data.toy import corrupted_records
+
+    problems = generate(300, 0, (1, 2, 3, 4, 5), "train")
+    records = corrupted_records(problems, samples_per_problem=2, seed=0)
+    assert len(records) == 2 * len(problems)
+    kinds = set()
+    for p, r in zip([p for p in problems for _ in range(2)], records):
+        k = r.meta["corrupted_step"]
+        assert r.steps[:k] == p.reference_steps()[:k] and len(r.steps) == k + 1
+        assert r.labels == [1.0] * k + [0.0]
+        assert r.labels == [float(x) for x in task.step_labels(p, r.steps)]
+        if k < len(p.ops):
+            label = task.op_label(k)
+            m = task._STEP_RE.match(r.steps[k])
+            kinds.add(
+                "operation" if not r.steps[k].startswith(f"{label}{p.ops[k][0]}{p.ops[k][1]} ")
+                else "result" if not task.step_is_valid_arithmetic(r.steps[k])
+                else "operand"
+            )
+            assert m is not None
+    assert kinds == {"operation", "result", "operand"}
+    assert corrupted_records(problems, 2, seed=0) == records  # deterministic
+    mixed, counts = build_mix(
+        {"toy_corrupted": {"num_problems": 10, "levels": [1, 2], "seed": 1}}, lambda: None, tmp_path
+    )
+    assert counts == {"toy_corrupted": 10} and all(r.labels[-1] == 0.0 for r in mixed)

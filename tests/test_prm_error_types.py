@@ -44,7 +44,7 @@ def test_report_on_a_trained_prm_and_exactly_labelled_toy_solutions(trained_prm,
     """The report's pieces on real parts: toy problems with one step made wrong (exact
     labels), scored by the PRM itc-train-prm trained, through the session's vLLM engine."""
     from evals.prm_error_types import report
-    from evals.prm_eval import score_records
+    from prm.evaluation import score_records
     from itc.toy import generate
     from prm.data.toy import corrupted_records
 

@@ -1,19 +1,17 @@
-"""itc-train-prm and itc-eval-prm: data, targets, metrics, and the real pipeline end to end
+"""prm.training and itc-train-prm / itc-eval-prm: data, targets, models, and the real pipeline end to end
 (sampling through vLLM, training with transformers' Trainer, scoring with vLLM and HF)."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
 import torch
 
 from conftest import TINY_TRAIN, TRAINED_PRM_OVERRIDES, VLLM_TEST_OVERRIDES, compose_app, prm_config
-from evals.prm_metrics import best_threshold, first_error, processbench, roc_auc
 from itc.toy import generate
 from itc.toy.tokenizer import build_tokenizer
-from prm.data import PRMDataError, StepLabelled, load_processbench
+from prm.data import StepLabelled
 from prm.scoring import QwenPRMFormat
 from prm.training import IGNORE, build_examples, orm_label, soft_cross_entropy
 
@@ -121,48 +119,6 @@ def test_soft_cross_entropy_is_cross_entropy_for_hard_labels_and_ignores_the_res
     assert soft_cross_entropy(logits, targets).item() == pytest.approx(want.item(), abs=1e-6)
 
 
-# --- metrics ------------------------------------------------------------------------------
-
-
-def test_processbench_f1_and_threshold_choice():
-    scores = [[0.9, 0.2, 0.1], [0.9, 0.8], [0.4, 0.9], [0.9, 0.9, 0.9]]
-    gold = [1, -1, 0, 2]
-    assert first_error(scores[0], 0.5) == 1 and first_error(scores[1], 0.5) == -1
-    r = processbench(scores, gold, 0.5)
-    assert (r["flawed"], r["correct"]) == (3, 1)
-    assert r["accuracy_flawed"] == pytest.approx(2 / 3) and r["accuracy_correct"] == 1.0
-    assert r["f1"] == pytest.approx(2 * (2 / 3) / (2 / 3 + 1))
-    assert processbench(scores, gold, 0.95)["accuracy_correct"] == 0.0
-    assert best_threshold(scores, gold, [0.3, 0.5, 0.95]) == 0.5
-
-
-def test_roc_auc():
-    assert roc_auc([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 1.0
-    assert roc_auc([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 0.0
-    assert roc_auc([0.5, 0.5], [True, False]) == 0.5
-    assert roc_auc([0.3, 0.1, 0.4, 0.35], [False, True, True, False]) == pytest.approx(0.5)
-    assert math.isnan(roc_auc([0.2], [True]))
-
-
-# --- ProcessBench files ---------------------------------------------------------------------
-
-
-def test_processbench_loader(tmp_path):
-    rows = [
-        {"id": "a", "problem": "1+1?", "steps": ["1+1=3", "\\boxed{3}"], "label": 0},
-        {"id": "b", "problem": "2+2?", "steps": ["2+2=4", "\\boxed{4}"], "label": -1},
-    ]
-    (tmp_path / "pb.json").write_text(json.dumps(rows))
-    recs = list(load_processbench(tmp_path / "pb.json"))
-    assert [r.labels for r in recs] == [[0.0, 0.0], [1.0, 1.0]]
-    assert [r.first_error() for r in recs] == [0, -1]
-    (tmp_path / "pb.jsonl").write_text("\n".join(json.dumps(r) for r in rows) + '\n{"problem": "x", "steps": ["a"], "label": 4}\n')
-    with pytest.raises(PRMDataError, match=r"pb.jsonl:3: 'label' must be -1 or a step index"):
-        load_processbench(tmp_path / "pb.jsonl")
-    res = load_processbench(tmp_path / "pb.jsonl", skip_bad=True)
-    assert len(res) == 2 and res.skipped == 1
-
-
 # --- configs ------------------------------------------------------------------------------
 
 
@@ -233,44 +189,6 @@ def test_previous_token_head_copies_the_lms_last_state_to_the_next_token(tmp_pat
     assert not built.model.layers[0].self_attn.q_proj.weight.requires_grad  # freeze_base still applies
 
 
-def test_unknown_data_source_is_named(tmp_path):
-    from prm.data.mix import build_mix
-
-    with pytest.raises(ValueError, match="unknown PRM data source.*'shepherd'"):
-        build_mix({"shepherd": {"paths": []}}, lambda: None, tmp_path)
-
-
-def test_corrupted_solutions_end_at_one_exactly_labelled_wrong_step(tmp_path):
-    from itc.toy import task
-    from prm.data.mix import build_mix
-    from prm.data.toy import corrupted_records
-
-    problems = generate(300, 0, (1, 2, 3, 4, 5), "train")
-    records = corrupted_records(problems, samples_per_problem=2, seed=0)
-    assert len(records) == 2 * len(problems)
-    kinds = set()
-    for p, r in zip([p for p in problems for _ in range(2)], records):
-        k = r.meta["corrupted_step"]
-        assert r.steps[:k] == p.reference_steps()[:k] and len(r.steps) == k + 1
-        assert r.labels == [1.0] * k + [0.0]
-        assert r.labels == [float(x) for x in task.step_labels(p, r.steps)]
-        if k < len(p.ops):
-            label = task.op_label(k)
-            m = task._STEP_RE.match(r.steps[k])
-            kinds.add(
-                "operation" if not r.steps[k].startswith(f"{label}{p.ops[k][0]}{p.ops[k][1]} ")
-                else "result" if not task.step_is_valid_arithmetic(r.steps[k])
-                else "operand"
-            )
-            assert m is not None
-    assert kinds == {"operation", "result", "operand"}
-    assert corrupted_records(problems, 2, seed=0) == records  # deterministic
-    mixed, counts = build_mix(
-        {"toy_corrupted": {"num_problems": 10, "levels": [1, 2], "seed": 1}}, lambda: None, tmp_path
-    )
-    assert counts == {"toy_corrupted": 10} and all(r.labels[-1] == 0.0 for r in mixed)
-
-
 # --- the real pipeline --------------------------------------------------------------------
 
 
@@ -292,12 +210,12 @@ def test_itc_train_prm_writes_a_checkpoint_and_report(trained_prm):
 
 @pytest.mark.vllm
 def test_a_finished_training_is_kept_and_a_rerun_does_not_retrain(trained_prm):
-    from itc.cli.train_prm import run
+    from prm.training.pipeline import train_from_config
 
     out, report = trained_prm
     mtime = (out / "checkpoint" / "model.safetensors").stat().st_mtime
     cfg = compose_app("train_prm", TRAINED_PRM_OVERRIDES + [f"output_dir={out}", f"data.cache={out}/data"])
-    assert run(cfg, release_engines=False)["train_loss"] == report["train_loss"]
+    assert train_from_config(cfg, release_engines=False)["train_loss"] == report["train_loss"]
     assert (out / "checkpoint" / "model.safetensors").stat().st_mtime == mtime
 
 
@@ -305,22 +223,22 @@ def test_a_finished_training_is_kept_and_a_rerun_does_not_retrain(trained_prm):
 def test_a_finished_training_with_another_recipe_is_retrained(trained_prm, tmp_path):
     import shutil
 
-    from itc.cli.train_prm import run
+    from prm.training.pipeline import train_from_config
 
     out, report = trained_prm
     shutil.copytree(out / "checkpoint", tmp_path / "checkpoint")
     shutil.copy(out / "train_report.json", tmp_path / "train_report.json")
     base = TRAINED_PRM_OVERRIDES + [f"output_dir={tmp_path}", f"data.cache={out}/data"]
-    kept = run(compose_app("train_prm", base + ["training.disable_tqdm=false"]), release_engines=False)
+    kept = train_from_config(compose_app("train_prm", base + ["training.disable_tqdm=false"]), release_engines=False)
     assert kept["train_loss"] == report["train_loss"]  # a setting outside the recipe: kept
-    again = run(compose_app("train_prm", base + ["training.max_steps=3"]), release_engines=False)
+    again = train_from_config(compose_app("train_prm", base + ["training.max_steps=3"]), release_engines=False)
     assert again["config"]["training"]["max_steps"] == 3  # retrained with the new recipe
     assert json.loads((tmp_path / "train_report.json").read_text())["config"]["training"]["max_steps"] == 3
 
 
 @pytest.mark.vllm
 def test_the_toy_prm_quality_gate_names_the_figure_below_its_floor(trained_prm):
-    from itc.cli.train_prm import PRMQualityError, quality_gate
+    from prm.training.pipeline import PRMQualityError, quality_gate
 
     out, _ = trained_prm
     checkpoint = str(out / "checkpoint")
@@ -399,74 +317,20 @@ def test_itc_eval_prm_reports_processbench_auc_and_best_of_n(trained_prm, tmp_pa
 @pytest.mark.vllm
 @pytest.mark.parametrize("extra", [["objective=orm"], ["model.backbone=ttt", "model.num_heads=1"]])
 def test_orm_objective_and_ttt_backbone_train_from_the_same_data(trained_prm, tmp_path, extra):
-    from itc.cli.train_prm import run
+    from prm.training.pipeline import train_from_config
 
     out, first = trained_prm
     cfg = compose_app(
         "train_prm",
         TRAINED_PRM_OVERRIDES + extra + [f"output_dir={tmp_path}", f"data.cache={out}/data", "training.max_steps=3"],
     )
-    report = run(cfg, release_engines=False)  # the sampled data comes from the cache
+    report = train_from_config(cfg, release_engines=False)  # the sampled data comes from the cache
     assert report["examples"] == first["examples"]
     if "objective=orm" in extra:
         assert report["objective"] == "orm" and report["labelled_positions"] == report["examples"]
     else:
         arch = json.loads((tmp_path / "checkpoint" / "config.json").read_text())["architectures"]
         assert arch == ["TTTForProcessRewardModel"]
-
-
-def test_toy_prm_name_resolves_to_the_cache_and_retrains_when_the_policy_or_recipe_changed(
-    tmp_path, monkeypatch, toy_policy_path
-):
-    import subprocess
-
-    import prm.toy as toy
-
-    import itc.toy.build
-
-    monkeypatch.setenv("ITC_CACHE_DIR", str(tmp_path))
-    # the policy lives in the real cache; only the PRM's cache is redirected
-    monkeypatch.setattr(itc.toy.build, "policy_path", lambda progress=True: toy_policy_path)
-    calls = []
-
-    def fake_train(cmd, check):
-        calls.append(cmd)
-        out = tmp_path / "prm" / "toy-prm"
-        (out / "checkpoint").mkdir(parents=True, exist_ok=True)
-        (out / "train_report.json").write_text(
-            json.dumps({"policy_model": str(toy_policy_path), "config": toy.default_recipe("prm")})
-        )
-
-    monkeypatch.setattr(subprocess, "run", fake_train)
-    path = toy.resolve_prm_model("toy")
-    assert path == str(tmp_path / "prm" / "toy-prm" / "checkpoint") and len(calls) == 1
-    assert "objective=prm" in calls[0] and calls[0][1:3] == ["-m", "itc.cli.train_prm"]
-    assert toy.resolve_prm_model("toy") == path and len(calls) == 1  # cached
-    report = tmp_path / "prm" / "toy-prm" / "train_report.json"
-    report.write_text(json.dumps({"policy_model": "/some/older/policy", "config": toy.default_recipe("prm")}))
-    toy.resolve_prm_model("toy")
-    assert len(calls) == 2  # retrained for the current policy
-    older = toy.default_recipe("prm")
-    older["model"]["lm_verifier"] = False
-    older["training"]["max_steps"] = 6000
-    older["training"]["disable_tqdm"] = True  # not part of the recipe
-    report.write_text(json.dumps({"policy_model": str(toy_policy_path), "config": older}))
-    assert toy.changed_recipe_keys(toy.recipe(older), toy.default_recipe("prm")) == [
-        "model.lm_verifier", "training.max_steps"]
-    toy.resolve_prm_model("toy")
-    assert len(calls) == 3  # retrained with today's recipe
-    assert toy.resolve_prm_model("/my/prm") == "/my/prm"
-
-
-def test_the_toy_recipe_includes_the_sampling_policy_but_not_its_engine_settings():
-    from prm import toy
-
-    shipped = toy.default_recipe("prm")
-    assert shipped["policy"]["model"] == "toy" and shipped["policy"]["backend"] == "hf"  # composed
-    other = json.loads(json.dumps(shipped))
-    other["policy"]["backend"] = "vllm"  # other samples: another model
-    other["policy"]["vllm"] = {"engine_kwargs": {"block_size": 128}}  # engine tuning: the same
-    assert toy.changed_recipe_keys(toy.recipe(other), shipped) == ["policy.backend"]
 
 
 def test_train_prm_samples_its_toy_data_with_transformers_by_default(toy_policy_path):

@@ -11,6 +11,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from conftest import FIXTURES, VLLM_TEST_OVERRIDES, compose_run
+from fakes import ScriptedPolicy
 from itc.policy import PromptTooLongError
 from itc.runner import ConfigMismatchError, run_experiment
 
@@ -183,6 +184,61 @@ def test_a_resume_with_a_retrained_prm_under_the_same_name_is_refused(tmp_path):
         _check_resume(run_dir, cfg)
 
 
+def test_a_runs_identity_never_trains_the_toy_prm(tmp_path, monkeypatch):
+    """Working out what a run means names a toy PRM not trained yet; training waits for the
+    place where the PRM is loaded (prm.scoring.build_prm)."""
+    from omegaconf import OmegaConf
+
+    import itc.toy.build
+    import prm.training.pipeline
+    from itc.runner import _check_resume, _identity
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the identity trained a model")
+
+    monkeypatch.setenv("ITC_CACHE_DIR", str(tmp_path / "cache"))  # nothing built there
+    monkeypatch.setattr(prm.training.pipeline, "train_from_config", no_training)
+    monkeypatch.setattr(itc.toy.build, "build_checked", no_training)
+    cfg = OmegaConf.create({"policy": {"name": "toy"}, "dataset": {"name": "toy"}, "strategy": {"name": "best_of_n"},
+                            "prm": {"model": "toy"}, "seed": 0})
+    assert _identity(cfg)["prm_weights"] == "toy (untrained)"
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run_config.json").write_text(json.dumps({**_identity(cfg), "prm_weights": "older weights"}))
+    (run_dir / "results.jsonl").write_text('{"problem_id": "a"}\n')
+    with pytest.raises(ConfigMismatchError, match="prm_weights"):  # made with a PRM since gone
+        _check_resume(run_dir, cfg)
+
+
+def test_a_run_records_the_toy_prm_it_loaded_not_the_untrained_name(tmp_path, monkeypatch):
+    """Training happens where the PRM is loaded; the run's record then names its weights."""
+    import prm.scoring
+    from fakes import StepPRM
+    from itc.cache import checkpoint_fingerprint
+    from itc.toy.build import policy_entry
+    from prm import toy
+
+    monkeypatch.setenv("ITC_CACHE_DIR", str(tmp_path / "cache"))
+    entry = tmp_path / "cache" / "prm" / "toy-prm"
+    loaded = []
+
+    def build_prm(cfg, seed=0):
+        """As the real one does for prm.model=toy: train the toy PRM (here: write one), load it."""
+        (entry / "checkpoint").mkdir(parents=True)
+        (entry / "checkpoint" / "model.safetensors").write_bytes(b"weights")
+        report = {"policy_model": str(policy_entry()), "config": toy.default_recipe("prm")}
+        (entry / "train_report.json").write_text(json.dumps(report))
+        loaded.append(cfg.model)
+        return StepPRM()
+
+    monkeypatch.setattr(prm.scoring, "build_prm", build_prm)
+    cfg = compose_run(["strategy=greedy", "prm=toy", "dataset.num_problems=2"])
+    run_experiment(cfg, tmp_path / "run", policy=ScriptedPolicy(["\\boxed{1}"]))
+    assert loaded == ["toy"]
+    recorded = json.loads((tmp_path / "run" / "run_config.json").read_text())
+    assert recorded["prm_weights"] == checkpoint_fingerprint(str(entry / "checkpoint")) != "toy (untrained)"
+
+
 def test_a_failed_run_never_blocks_its_fix_and_a_refused_run_keeps_the_record(tmp_path, toy_policy_path):
     from itc.results import write_json_atomic
 
@@ -271,30 +327,17 @@ class FailOn:
         return [StrategyResult(p.id, [], None, None) for p in problems]
 
 
-class FakePolicy:
-    """What the run loop asks of a policy, without a model."""
-
-    name, max_model_len, num_parameters = "fake", 1000, 0
-    sampling = type("S", (), {"max_tokens": 10})()
-
-    def format_prompt(self, problem):
-        return problem
-
-    def check_prompt(self, prompt, what=""):
-        return 5
-
-
 def test_a_failing_problem_loses_no_other_problem_of_its_batch(tmp_path, monkeypatch):
     cfg = compose_run(["dataset=math500", f"dataset.path={FIXTURES / 'math500_sample.jsonl'}", "strategy=greedy",
                        "strategy._target_=test_run.FailOn", "batch_size=5"])
     ids = [json.loads(x)["unique_id"] for x in (FIXTURES / "math500_sample.jsonl").read_text().splitlines()]
     monkeypatch.setattr(FailOn, "bad", {ids[6]})
     with pytest.raises(RuntimeError, match="cannot solve"):
-        run_experiment(cfg, tmp_path, policy=FakePolicy())
+        run_experiment(cfg, tmp_path, policy=ScriptedPolicy())
     written = [json.loads(x)["problem_id"] for x in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert written == [i for i in ids if i != ids[6]]  # the batch after it ran too
     monkeypatch.setattr(FailOn, "bad", set())
-    assert run_experiment(cfg, tmp_path, policy=FakePolicy())["num_problems"] == 12
+    assert run_experiment(cfg, tmp_path, policy=ScriptedPolicy())["num_problems"] == 12
     assert sorted(json.loads(x)["problem_id"] for x in (tmp_path / "results.jsonl").read_text().splitlines()) == sorted(ids)
 
 

@@ -3,13 +3,10 @@ the real vLLM engine with the toy policy and a PRM trained by itc-train-prm."""
 
 from __future__ import annotations
 
-import random
-from collections.abc import Sequence
-
 import pytest
 
-from itc.policy.base import Policy, PromptConfig, SamplingConfig, request_seed
-from itc.types import Candidate, Completion, Problem
+from fakes import LENGTH, StepPolicy, StepPRM, accuracy, cand, problems
+from itc.types import Candidate, Completion
 from strategies.beam_search import BeamSearch
 from strategies.best_of_n import BestOfN
 from strategies.dvts import DVTS
@@ -18,113 +15,6 @@ from strategies.mcts import MCTS
 from strategies.selection import select
 from strategies.self_reflection import SelfReflection, doubt
 from strategies.steps import Partial
-
-DELIM = "\n\n"
-LENGTH = 4  # steps before the answer
-
-
-class StepPolicy(Policy):
-    """A fake policy: each step is "ok k" or, with probability ``p_bad``, "bad k"; after
-    LENGTH steps comes \\boxed{7} when every step was ok, else \\boxed{<number of bad steps>}.
-    One token per character."""
-
-    name = "steps"
-    max_model_len = 10_000
-
-    def __init__(self, p_bad: float = 0.5, seed: int = 0) -> None:
-        self.p_bad = p_bad
-        self.rng = random.Random(seed)
-        self.prompt_config = PromptConfig(chat_template=False, template="{problem}\n\n")
-        self.sampling = SamplingConfig()
-        self.calls: list[tuple[int, int, bool]] = []
-
-    @property
-    def num_parameters(self) -> int:
-        return 10
-
-    def encode_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
-        return [[0] * len(p) for p in prompts]
-
-    def _next(self, steps: list[str], temperature: float | None) -> str:
-        if len(steps) >= LENGTH:
-            bad = sum(s.startswith("bad") for s in steps)
-            return f"\\boxed{{{7 if bad == 0 else bad}}}"
-        greedy = temperature == 0.0
-        return f"{'bad' if not greedy and self.rng.random() < self.p_bad else 'ok'} {len(steps)}"
-
-    def generate(self, prompts: Sequence[str], n=1, *, temperature=None, max_tokens=None, one_step=False, request_keys=None):
-        self.calls.append((len(prompts), n, one_step))
-        out = []
-        for i, prompt in enumerate(prompts):
-            done = [s for s in prompt.split(DELIM)[1:] if s.startswith(("ok", "bad"))]
-            comps = []
-            for j in range(n):
-                if request_keys is not None:  # as the real backends: the request's own seed
-                    self.rng = random.Random(request_seed(0, request_keys[i]) + j)
-                steps = list(done)
-                new = []
-                while True:
-                    new.append(self._next(steps, temperature))
-                    steps.append(new[-1])
-                    if one_step or "boxed" in new[-1]:
-                        break
-                text = DELIM.join(new)
-                eos = "boxed" in new[-1]
-                comps.append(Completion(text, len(text), eos, "eos" if eos else "step"))
-            out.append(comps)
-        return out
-
-
-class StepPRM:
-    """A fake PRM with the embedded world's convention: a step scores 0.9 while the solution
-    is on track (no "bad" step so far), else 0.1; one token per step."""
-
-    num_parameters = 3
-    aggregation = "min"
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    @staticmethod
-    def on_track(steps):
-        return [0.1 if any(s.startswith("bad") for s in steps[: k + 1]) else 0.9 for k in range(len(steps))]
-
-    def score_with_usage(self, problems, candidates, known=None):
-        """As :meth:`prm.scoring.base.PRM.score_with_usage`: the scores after the known ones."""
-        self.calls += 1
-        known = known or [[0] * len(cands) for cands in candidates]
-        scores = [[self.on_track(s)[k:] for s, k in zip(cands, ks)] for cands, ks in zip(candidates, known)]
-        return scores, [sum(len(steps) for steps in cands) for cands in candidates]
-
-
-def problems(k: int = 3) -> list[Problem]:
-    return [Problem(id=f"p{i}", problem=f"problem {i}", answer="7") for i in range(k)]
-
-
-@pytest.mark.parametrize("name", ["beam_search", "dvts", "mcts", "self_reflection", "lookahead"])
-def test_a_search_samples_the_same_whatever_its_batch(name):
-    """Every request carries a key (problem, call, place): a problem's samples do not depend
-    on which other problems share its batch."""
-    from conftest import compose_run
-    from strategies import build_strategy
-
-    def run(batch):
-        strategy = build_strategy(compose_run([f"strategy={name}", "n=4", "prm=toy"]).strategy)
-        results = strategy.run(batch, StepPolicy(), StepPRM())
-        return [[c.text for c in r.candidates] for r in results]
-
-    together = run(problems(3))
-    assert run(problems(3)[2:]) == together[2:]
-    assert run(problems(3)[1:2]) == together[1:2]
-
-
-def accuracy(results) -> float:
-    return sum(r.chosen_answer == "7" for r in results) / len(results)
-
-
-def cand(answer, scores, finished=True):
-    return Candidate(text="", steps=["s"] * len(scores), answer=answer, completion_tokens=1, finished=finished, step_scores=scores)
-
 
 # --- selection ------------------------------------------------------------------------------
 
@@ -578,3 +468,20 @@ def test_check_equations_through_vllm_and_the_real_config(vllm_policy, vllm_prm)
                 steps += 1
                 assert s == 0.0 if false_equation(step) else s > 0.0
     assert steps > 0
+
+
+@pytest.mark.parametrize("name", ["beam_search", "dvts", "mcts", "self_reflection", "lookahead", "particle_filtering"])
+def test_a_search_samples_the_same_whatever_its_batch(name):
+    """Every request carries a key (problem, call, place): a problem's samples do not depend
+    on which other problems share its batch."""
+    from conftest import compose_run
+    from strategies import build_strategy
+
+    def run(batch):
+        strategy = build_strategy(compose_run([f"strategy={name}", "n=4", "prm=toy"]).strategy)
+        results = strategy.run(batch, StepPolicy(), StepPRM())
+        return [[c.text for c in r.candidates] for r in results]
+
+    together = run(problems(3))
+    assert run(problems(3)[2:]) == together[2:]
+    assert run(problems(3)[1:2]) == together[1:2]

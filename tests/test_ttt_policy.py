@@ -3,6 +3,7 @@
 import pytest
 import torch
 
+from fakes import LengthPRM
 from itc.policy import PromptConfig, SamplingConfig
 from itc.policy.hf_backend import HFPolicy
 from itc.toy import generate
@@ -38,21 +39,6 @@ def test_ttt_policy_runs_majority_vote(tmp_path):
     assert all(0 < c.completion_tokens <= 12 for r in results for c in r.candidates)
     steps = policy.generate([policy.format_prompt(p.problem) for p in problems], n=2, one_step=True)
     assert all(c.num_tokens <= 6 for o in steps for c in o)
-
-
-class LengthPRM:
-    """A stand-in PRM: a step scores by its length (the strategies' plumbing is under test)."""
-
-    num_parameters = 1
-    aggregation = "min"
-
-    def score_with_usage(self, problems, candidates, known=None):
-        known = known or [[0] * len(cands) for cands in candidates]
-        scores = [
-            [[1 / (1 + len(s)) for s in steps[k:]] for steps, k in zip(cands, ks)]
-            for cands, ks in zip(candidates, known)
-        ]
-        return scores, [sum(len(steps) for steps in cands) for cands in candidates]
 
 
 @pytest.mark.parametrize("name", ["best_of_n", "beam_search", "dvts", "lookahead", "self_reflection", "mcts"])

@@ -23,21 +23,18 @@ def evaluate(model_path: str, num_problems: int, n: int, temperature: float, see
     """Sample ``n`` solutions per held-out problem at ``temperature`` and report pass@1,
     majority@n and pass@n (coverage), by level, and how many distinct wrong answers a problem's
     samples give (scattered mistakes are what voting cancels)."""
+    from itc.candidates import majority_is_right, sample_candidates
     from itc.grading import answers_equivalent
     from itc.toy import generate
-    from itc.candidates import majority_choice, make_candidate
 
     policy = policy or _policy(model_path, seed)
     problems = [p.to_problem() for p in generate(num_problems, seed)]
-    outputs = policy.generate([policy.format_prompt(p.problem) for p in problems], n=n, temperature=temperature)
     pass1, maj, cover, tokens, wrong = defaultdict(list), defaultdict(list), defaultdict(list), 0, []
-    for problem, completions in zip(problems, outputs):
-        cands = [make_candidate(c.text, "\n\n", c) for c in completions]
+    for problem, cands in zip(problems, sample_candidates(policy, problems, n, temperature=temperature)):
         ok = [answers_equivalent(c.answer, problem.answer) for c in cands]
         pass1[problem.level].append(sum(ok) / n)
         cover[problem.level].append(any(ok))
-        chosen = majority_choice(cands)
-        maj[problem.level].append(chosen is not None and ok[chosen])
+        maj[problem.level].append(majority_is_right(cands, ok))
         wrong.append(len({c.answer for c, right in zip(cands, ok) if not right}))
         tokens += sum(c.completion_tokens for c in cands)
     mean = lambda d: sum(sum(v) for v in d.values()) / sum(len(v) for v in d.values())  # noqa: E731

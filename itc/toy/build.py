@@ -38,7 +38,6 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
-from filelock import FileLock
 from tqdm.auto import tqdm
 from transformers import (
     AutoModelForCausalLM,
@@ -48,7 +47,7 @@ from transformers import (
     Qwen2Config,
 )
 
-from itc.cache import cache_dir, fingerprint
+from itc.cache import BUILD_INFO, cache_entry, cached_build, fingerprint
 from itc.toy import task
 from itc.toy.tokenizer import build_tokenizer
 
@@ -358,25 +357,21 @@ def _source_fingerprint() -> str:
     return fingerprint(*sources, *(inspect.getsource(f) for f in trainers))
 
 
+def policy_entry(spec: ToyPolicySpec | None = None) -> Path:
+    """Where the cache keeps the toy policy of ``spec`` (built or not). The key covers the
+    spec and this package's source, so a change to the task, tokenizer or training code
+    makes a new entry."""
+    spec = spec or ToyPolicySpec()
+    return cache_entry("toy/policy", (json.dumps(asdict(spec), sort_keys=True), _source_fingerprint()))
+
+
 def policy_path(spec: ToyPolicySpec | None = None, progress: bool = True) -> Path:
     """The cached toy policy folder, building (and gating, :func:`build_checked`) it first
-    if it is missing.
-
-    The cache key covers the spec and this package's source, so a change to the task,
-    tokenizer or training code triggers a rebuild. A lock file keeps two processes
-    from building at once; the build is written to a temporary folder and renamed.
-    """
+    if it is missing (:func:`itc.cache.cached_build`)."""
     spec = spec or ToyPolicySpec()
-    key = fingerprint(json.dumps(asdict(spec), sort_keys=True), _source_fingerprint())
-    root = cache_dir() / "toy"
-    root.mkdir(parents=True, exist_ok=True)
-    final = root / f"policy-{key}"
-    with FileLock(str(root / f"policy-{key}.lock")):
-        if (final / "build_info.json").exists():
-            return final
-        log.warning("Building the embedded world's toy policy (once; cached in %s)", final)
-        tmp = root / f"policy-{key}.tmp"
+
+    def build(tmp: Path) -> None:
         info = build_checked(spec, tmp, progress=progress)
-        (tmp / "build_info.json").write_text(json.dumps(info, indent=2))
-        tmp.rename(final)
-    return final
+        (tmp / BUILD_INFO).write_text(json.dumps(info, indent=2))
+
+    return cached_build(policy_entry(spec), build, what="the embedded world's toy policy")
