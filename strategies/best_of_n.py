@@ -16,6 +16,7 @@ from strategies.accounting import Meter
 from itc.candidates import make_candidate
 from strategies.base import Found
 from strategies.selection import PRMStrategy
+from prm.scoring.base import mark_too_long
 from strategies.steps import zero_false_equations
 
 
@@ -38,5 +39,6 @@ class BestOfN(PRMStrategy):
         )
         for cs, per_problem in zip(cands, scores):
             for c, sc in zip(cs, per_problem):
+                mark_too_long(sc, c.meta)
                 c.step_scores = zero_false_equations(c.steps, sc) if s.check_equations else sc
         return [Found(cs) for cs in cands]
