@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from itc.candidates import make_candidate
 from itc.policy import Policy
 from itc.types import Problem
+from prm.scoring.base import mark_too_long
 from strategies.accounting import Meter
-from itc.candidates import make_candidate
 from strategies.base import Found
 from strategies.selection import PRMStrategy
-from prm.scoring.base import mark_too_long
 from strategies.steps import zero_false_equations
 
 

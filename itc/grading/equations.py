@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from itertools import pairwise
 
 from itc.grading.answers import as_plain_number
 from itc.grading.verify import GradingBudget, numeric_value
@@ -52,7 +53,7 @@ _TOKEN = re.compile(
     r"|(?P<close>[)}\]])"
     r"|(?P<space>\s+)"
     r"|(?P<other>.)",
-    re.S,
+    re.DOTALL,
 )
 
 
@@ -87,9 +88,7 @@ def _tokens(text: str) -> list[_Tok]:
                 tok = _Tok(OP, _OP_CMDS[name], spaced)
             elif name in _NUMERIC_CMDS:
                 tok = _Tok(CMD, s, spaced)
-            elif name in ("{", "}"):
-                tok = _Tok(PUNCT, s, spaced)
-            elif name in _SEPARATOR_CMDS:
+            elif name in ("{", "}") or name in _SEPARATOR_CMDS:
                 tok = _Tok(PUNCT, s, spaced)
             else:
                 tok = _Tok(WORD, s, spaced)  # a variable or function (\alpha, \sin, \binom)
@@ -104,10 +103,6 @@ def _tokens(text: str) -> list[_Tok]:
         out.append(tok)
         spaced = False
     return out
-
-
-def _operand_end(t: _Tok) -> bool:
-    return t.kind in (NUM, CLOSE) or (t.kind == CMD and t.text == r"\pi")
 
 
 def _left_side(toks: list[_Tok]) -> list[_Tok] | None:
@@ -157,9 +152,8 @@ def _right_side(toks: list[_Tok]) -> list[_Tok] | None:
     side, after = toks[:k], toks[k] if k < len(toks) else None
     if not side or depth != 0:
         return None
-    if after is not None and after.kind == WORD:
-        if not after.spaced or after.text.lower() in _OPERATOR_WORDS:
-            return None  # "= 2x", "= 10 times ..."
+    if after is not None and after.kind == WORD and (not after.spaced or after.text.lower() in _OPERATOR_WORDS):
+        return None  # "= 2x", "= 10 times ..."
     return side
 
 
@@ -197,7 +191,7 @@ def equations(step: str) -> list[tuple[str, str]]:
         return []
     toks = [_tokens(p) for p in pieces]
     pairs = []
-    for left, right in zip(toks, toks[1:]):
+    for left, right in pairwise(toks):
         lhs, rhs = _left_side(left), _right_side(right)
         if lhs is None or rhs is None:
             continue

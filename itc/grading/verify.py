@@ -184,11 +184,10 @@ def _numeric_latex(text: str, timeout: int | None) -> float | None | str:
     """The value of a numeric LaTeX expression (``\\frac{3}{4} \\times 8``) parsed by
     math-verify, None when it is not one number, or ``PRED`` when it ran out of ``timeout``
     seconds (parsing and evaluating both count)."""
+    import math_verify.parser
     from math_verify import LatexExtractionConfig, parse
     from math_verify.errors import TimeoutException
     from math_verify.utils import timeout as deadline
-
-    import math_verify.parser
 
     math_verify.parser.TIMEOUT_WARNING_SHOWN = True  # its reminder: the time is bounded here
 
