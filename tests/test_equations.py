@@ -71,6 +71,12 @@ TRUE_STEPS = [
     "$3.14 \\times 2 = 6.28$",
     "$2^{-1} = 0.5$",
     "$\\sqrt[3]{27} = 3$",
+    "The ratio is 3:4 = 0.75.",
+    "$\\frac{7}{2} = 3\\frac{1}{2}$",
+    "$3\\frac{1}{2} = \\frac{7}{2}$",
+    "7/2 = 3 1/2 cups",
+    "She has 3 1/2 = 3.5 cups",
+    "$2 \\frac{1}{4} = 2.25$",
 ]
 
 # Wrong steps: each states a numeric equation that does not hold.

@@ -28,6 +28,7 @@ NUM, OP, OPEN, CLOSE, CMD, WORD, PUNCT = "num", "op", "open", "close", "cmd", "w
 _VALUE = {NUM, OP, OPEN, CLOSE, CMD}  # what an expression is made of
 
 _UNICODE = {"×": r"\times", "·": r"\cdot", "∙": r"\cdot", "÷": r"\div", "−": "-", "–": "-", "π": r"\pi"}
+_FRACTIONS = {r"\frac", r"\dfrac", r"\tfrac"}
 _NUMERIC_CMDS = {"frac", "dfrac", "tfrac", "sqrt", "pi"}
 _OP_CMDS = {"times": r"\times", "cdot": r"\cdot", "div": r"\div"}
 _IGNORED_CMDS = {"left", "right", "displaystyle", "$", ",", ";", "!", ":", " ", "quad", "qquad", "boxed"}
@@ -128,14 +129,23 @@ def _left_side(toks: list[_Tok]) -> list[_Tok] | None:
         before = None  # the side begins after an open bracket
     if not side or not side[0].spaced and before is not None and before.kind == WORD:
         return None  # "f(2)", "x2": part of a larger expression
-    if before is None or (before.kind == NUM and side[0].spaced):
+    if before is None:
         return side
+    if before.kind == NUM and side[0].spaced:  # "A+5 7+5": another expression before it
+        return None if _fraction(side) else side  # "3 1/2": a mixed number
     if before.kind == PUNCT:
         prev = toks[k - 2] if k >= 2 else None
-        return None if prev is not None and prev.kind == OP else side  # "$5 + $3"
+        if prev is not None and (prev.kind == OP or not side[0].spaced and not before.spaced and prev.kind == NUM):
+            return None  # "$5 + $3", "3:4"
+        return side
     if before.kind == WORD and before.text.lower() in _LINKING_WORDS:
         return side
     return None
+
+
+def _fraction(side: list[_Tok]) -> bool:
+    """Whether the side begins with a fraction (``1/2``, ``\frac{1}{2}``)."""
+    return side[0].text in _FRACTIONS or len(side) > 1 and side[0].kind == NUM and side[1].text == "/"
 
 
 def _right_side(toks: list[_Tok]) -> list[_Tok] | None:
@@ -144,7 +154,7 @@ def _right_side(toks: list[_Tok]) -> list[_Tok] | None:
     while k < len(toks) and toks[k].kind in _VALUE:
         t = toks[k]
         if t.kind == NUM and k > 0 and toks[k - 1].kind == NUM and t.spaced:
-            break
+            return None  # "= 3 1/2": a mixed number, or two expressions
         if t.kind == CLOSE and depth == 0:
             break  # "(3 + 4 = 7)": the bracket closes around the whole equation
         depth += (t.kind == OPEN) - (t.kind == CLOSE)
@@ -163,6 +173,8 @@ def _latex(side: list[_Tok]) -> str | None:
         return None
     if not any(t.kind == NUM or t.text == r"\pi" for t in side):
         return None
+    if any(a.kind == NUM and b.text in _FRACTIONS for a, b in pairwise(side)):
+        return None  # "3\frac{1}{2}": MATH's mixed number, which a parser reads as a product
     while side[0].text == "{" and side[-1].text == "}" and _matching(side):
         side = side[1:-1]  # "\\boxed{13}" leaves "{13}", which math-verify reads as a set
     out = ""
