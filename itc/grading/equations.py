@@ -219,7 +219,29 @@ def _decimals(side: str) -> int:
     return len(m.group(1)) if m else 0
 
 
+_INTEGER_ARITHMETIC = re.compile(r"-?\d{1,30}(?:\s*(?:[+-]|\\times|\\cdot)\s*\d{1,30})*")
+_TERM = re.compile(r"([+-]?)\s*(\d+(?:\s*(?:\\times|\\cdot)\s*\d+)*)")
+
+
+def _integer_arithmetic(side: str) -> int | None:
+    """The value of integers joined by +, - and products (``7+5``, ``3 \\times 4 - 2``),
+    computed exactly without a parser; None for anything else."""
+    s = side.strip()
+    if not _INTEGER_ARITHMETIC.fullmatch(s):
+        return None
+    total = 0
+    for sign, term in _TERM.findall(s):
+        product = 1
+        for factor in re.split(r"\\times|\\cdot", term):
+            product *= int(factor)
+        total += -product if sign == "-" else product
+    return total
+
+
 def _value(side: str, budget: GradingBudget | None) -> float | None:
+    exact = _integer_arithmetic(side)
+    if exact is not None:
+        return exact
     plain = as_plain_number(side)
     if plain is not None:
         return plain
