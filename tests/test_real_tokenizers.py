@@ -223,6 +223,29 @@ def test_checkpoint_sampling_defaults_are_not_applied(qwen_policies, qwen_dir):
     assert gen.eos_token_id == GenerationConfig.from_pretrained(qwen_dir).eos_token_id
 
 
+@pytest.mark.vllm
+def test_configured_top_k_and_repetition_penalty_reach_both_backends(qwen_policies, monkeypatch):
+    """Asked for in policy.sampling, top_k and repetition_penalty are what each backend uses."""
+    seen = {}
+    for name, policy in qwen_policies.items():
+        monkeypatch.setattr(policy.sampling, "top_k", 20)
+        monkeypatch.setattr(policy.sampling, "repetition_penalty", 1.05)
+        target, attr = (policy.llm, "generate") if name == "vllm" else (policy.model, "generate")
+        real = getattr(target, attr)
+
+        def spy(*args, _real=real, _name=name, **kwargs):
+            if _name == "vllm":
+                p = args[1][0]
+                seen[_name] = (p.top_k, p.repetition_penalty)
+            else:
+                seen[_name] = (kwargs.get("top_k"), kwargs.get("repetition_penalty"))
+            return _real(*args, **kwargs)
+
+        monkeypatch.setattr(target, attr, spy)
+        policy.generate([policy.format_prompt(PROBLEM)], temperature=0.7, one_step=True)
+    assert seen == {"hf": (20, 1.05), "vllm": (20, 1.05)}
+
+
 # ---- PRM formats on the real tokenizers -------------------------------------------------
 
 
