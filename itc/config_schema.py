@@ -54,6 +54,8 @@ def rule(
 class SamplingSchema:
     temperature: float = rule(0.8, ge=0)
     top_p: float = rule(1.0, gt=0, le=1)
+    top_k: int = rule(0, ge=0)
+    repetition_penalty: float = rule(1.0, gt=0)
     max_tokens: int = rule(512, ge=1)
     max_step_tokens: int = rule(128, ge=1)
 

@@ -184,13 +184,16 @@ def _score_unscored(prm: Any, problems: list[Problem], results: list[StrategyRes
     todo = [(k, cands) for k, cands in todo if cands]
     spent = [(0, 0)] * len(results)
     if todo:
+        from prm.scoring.base import mark_too_long
+
         scores, sent, computed = score_usage(
             prm, [problems[k].problem for k, _ in todo], [[c.steps for c in cands] for _, cands in todo]
         )
         for (k, cands), per_problem, s, c in zip(todo, scores, sent, computed):
             spent[k] = (s, c)
             for cand, step_scores in zip(cands, per_problem):
-                cand.step_scores = step_scores
+                mark_too_long(step_scores, cand.meta)
+                cand.step_scores = list(step_scores)
                 cand.score = prm.aggregate(step_scores)
     return spent
 

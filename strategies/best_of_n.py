@@ -10,8 +10,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from itc.candidates import make_candidate
 from itc.policy import Policy
 from itc.types import Problem
+from prm.scoring.base import mark_too_long
 from strategies.accounting import Meter
 from strategies.base import Found
 from strategies.selection import PRMStrategy
@@ -32,5 +34,6 @@ class BestOfN(PRMStrategy):
         )
         for cs, per_problem in zip(cands, scores):
             for c, sc in zip(cs, per_problem):
+                mark_too_long(sc, c.meta)
                 c.step_scores = zero_false_equations(c.steps, sc) if s.check_equations else sc
         return [Found(cs) for cs in cands]

@@ -13,9 +13,11 @@ from itc.candidates import make_candidate
 from itc.grading.equations import false_equation
 from itc.policy import Policy, PromptTooLongError
 from itc.types import Candidate, Problem
+from prm.scoring.base import mark_too_long
 from strategies.accounting import Meter
 
 BOXED = "\\boxed"
+POLICY_CONTEXT_FULL = "policy_context_full"  # meta of a partial whose prompt no longer fits
 
 
 @dataclass
@@ -67,7 +69,8 @@ def extend(
     """``n`` continuations of each parent in one batched call: one step each, or with
     ``whole`` the rest of the solution (split into steps). ``prompts`` replaces the default
     prompt (the problem, then the parent's steps) of each parent. A parent whose prompt no
-    longer fits the policy's context gets no children and is marked dead."""
+    longer fits the policy's context gets no children and is marked dead (recorded as
+    ``policy_context_full`` in its meta)."""
     if prompts is None:
         prompts = [policy.format_prompt(problems[p.owner].problem, p.steps) for p in parents]
     texts, owners, rows, keys = [], [], [], []
@@ -78,6 +81,7 @@ def extend(
             policy.check_prompt(prompt, count)
         except PromptTooLongError:
             parent.dead = True
+            parent.meta[POLICY_CONTEXT_FULL] = True
             continue
         texts.append(prompt)
         owners.append(parent.owner)
@@ -129,7 +133,9 @@ def score(
     scored) in one batched PRM call, grouped by problem for the accounting; extends
     ``step_scores``. A PRM with prefix caching then recomputes little beyond the new steps.
     Identical partials of a problem (samples often repeat a step) are scored once. With
-    ``check_equations`` a step with a false equation scores 0."""
+    ``check_equations`` a step with a false equation scores 0. A partial whose PRM input no
+    longer fits the PRM's context scores 0 for its new steps and ends (dead, recorded as
+    ``prm_input_too_long`` in its meta)."""
     groups: dict[int, dict[tuple[str, ...], list[Partial]]] = {}
     for p in partials:
         if len(p.steps) > len(p.step_scores):
@@ -141,6 +147,9 @@ def score(
     )
     for i, per_problem, firsts in zip(owners, scores, known):
         for same, first, new in zip(groups[i].values(), firsts, per_problem):
+            for p in same:
+                if mark_too_long(new, p.meta):
+                    p.dead = p.dead or not p.finished
             if check_equations:
                 new = zero_false_equations(same[0].steps[first:], new)
             for p in same:

@@ -89,3 +89,27 @@ def test_the_strategies_shared_knobs_are_checked_before_anything_loads():
     for name in ("greedy", "majority", "best_of_n", "beam_search", "dvts", "lookahead", "self_reflection", "mcts",
                  "particle_filtering", "deepconf", "adaptive_majority"):
         validate_run_config(compose_run([f"strategy={name}", "prm=toy"]))  # every shipped entry passes
+
+
+GPU_POLICIES = ["qwen2.5-math-1.5b", "llama-3.2-1b"]
+GPU_PRMS = ["qwen2.5-math-prm-7b", "rlhflow-8b", "math-shepherd"]
+
+
+@pytest.mark.parametrize("prm", GPU_PRMS)
+@pytest.mark.parametrize("policy", GPU_POLICIES)
+def test_real_policy_and_prm_share_one_card(policy, prm):
+    """Two vLLM engines on one card: their fractions leave headroom for the CUDA contexts, and
+    a 7-8B bf16 PRM gets a share that holds it on a 40 GB card (docs/real-models.md)."""
+    cfg = compose_run([f"policy={policy}", f"prm={prm}"])
+    share = cfg.policy.vllm.gpu_memory_utilization + cfg.prm.vllm.gpu_memory_utilization
+    assert share <= 0.9
+    assert cfg.prm.vllm.gpu_memory_utilization * 39.4 >= 15.0 + 2.5 + 1  # 8B weights, activations, KV
+
+
+def test_the_24gb_prm_variant_composes_from_the_7b_config():
+    cfg = compose_run(["policy=qwen2.5-math-1.5b", "prm=qwen2.5-math-prm-7b-24gb", "policy.vllm.gpu_memory_utilization=0.2"])
+    base = compose_run(["prm=qwen2.5-math-prm-7b"]).prm
+    assert cfg.prm.model == base.model and cfg.prm.format == base.format
+    assert cfg.prm.vllm.gpu_memory_utilization + cfg.policy.vllm.gpu_memory_utilization <= 0.92
+    assert cfg.prm.vllm.gpu_memory_utilization * 22.0 >= 13.2 + 1 + 0.2  # 24 GB cards show ~22-23.6 GiB
+    validate_run_config(cfg)

@@ -308,6 +308,63 @@ def test_a_long_problem_loses_no_batch(tmp_path, vllm_policy, vllm_prm, trained_
     assert all(c["step_scores"] for r in (lines[0], lines[2]) for c in r["candidates"])
 
 
+def _toy_dataset(tmp_path, count: int, seed: int) -> Path:
+    from itc.toy import generate
+
+    probs = [p.to_problem() for p in generate(count, seed=seed, levels=(3,))]
+    path = tmp_path / "toy.jsonl"
+    path.write_text("".join(json.dumps({"problem": p.problem, "answer": p.answer, "unique_id": p.id}) + "\n" for p in probs))
+    return path
+
+
+@pytest.mark.vllm
+def test_beam_search_completes_when_prm_inputs_outgrow_the_prm_context(tmp_path, vllm_policy, vllm_prm, trained_prm, monkeypatch):
+    """The session's PRM engine, its context cut (the PRM's own check; a second engine with a
+    small max_model_len would cost another engine start) to a step or two past each problem:
+    beam search runs to the end, and each beam whose PRM input no longer fits ends there,
+    its new steps scored 0 and recorded as prm_input_too_long."""
+    path = _toy_dataset(tmp_path, 3, seed=5)
+    out, _ = trained_prm
+    cfg = compose_run(
+        VLLM_TEST_OVERRIDES
+        + ["dataset=math500", f"dataset.path={path}", "strategy=beam_search", "n=4", "prm=toy",
+           f"prm.model={out}/checkpoint"]
+    )
+    problems = [json.loads(line)["problem"] for line in path.read_text().splitlines()]
+    room = max(len(vllm_prm.encode(p, ["x"]).input_ids) for p in problems) + 8
+    monkeypatch.setattr(vllm_prm, "max_model_len", room)
+    before = vllm_prm.inputs_too_long
+    metrics = run_experiment(cfg, tmp_path / "run", policy=vllm_policy, prm=vllm_prm)
+    records = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert metrics["num_problems"] == len(records) == 3 and vllm_prm.inputs_too_long > before
+    ended = [c for r in records for c in r["candidates"] if c["meta"].get("prm_input_too_long")]
+    assert ended and all(c["step_scores"][-1] == 0.0 and not c["finished"] for c in ended)
+    assert all(len(c["steps"]) <= 3 for r in records for c in r["candidates"])  # none went on
+
+
+@pytest.mark.vllm
+def test_beam_search_completes_when_the_policy_prompt_outgrows_the_context(tmp_path, vllm_policy, vllm_prm, trained_prm, monkeypatch):
+    """The policy's context cut to a few steps past each prompt: beams whose prompt no longer
+    fits end (as candidates) and the run completes with every problem written."""
+    path = _toy_dataset(tmp_path, 3, seed=6)
+    out, _ = trained_prm
+    cfg = compose_run(
+        VLLM_TEST_OVERRIDES
+        + ["dataset=math500", f"dataset.path={path}", "strategy=beam_search", "n=4", "prm=toy",
+           f"prm.model={out}/checkpoint"]
+    )
+    problems = [json.loads(line)["problem"] for line in path.read_text().splitlines()]
+    room = max(vllm_policy.count_tokens(vllm_policy.format_prompt(p)) for p in problems) + 24
+    monkeypatch.setattr(vllm_policy, "max_model_len", room)
+    metrics = run_experiment(cfg, tmp_path / "run", policy=vllm_policy, prm=vllm_prm)
+    records = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert metrics["num_problems"] == len(records) == 3
+    assert all(r["candidates"] for r in records)
+    assert all(r["truncated_by_context"] for r in records)
+    full = [c for r in records for c in r["candidates"] if c["meta"].get("policy_context_full")]
+    assert full and all(not c["finished"] and c["steps"] for c in full)
+
+
 class FailOn:
     """A strategy (``strategy._target_=test_run.FailOn``) that fails on the problem ids in
     ``FailOn.bad``, whichever batch they are in."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import multiprocessing
 import threading
 import time
@@ -177,3 +178,59 @@ class GradingBudget:
         same = answers_equivalent.__wrapped__(pred, gold, self.timeout, self.deadline)  # not cached
         self.exhausted = self.deadline - time.monotonic() < 1
         return same
+
+
+def _numeric_latex(text: str, timeout: int | None) -> float | None | str:
+    """The value of a numeric LaTeX expression (``\\frac{3}{4} \\times 8``) parsed by
+    math-verify, None when it is not one number, or ``PRED`` when it ran out of ``timeout``
+    seconds (parsing and evaluating both count)."""
+    import math_verify.parser
+    from math_verify import LatexExtractionConfig, parse
+    from math_verify.errors import TimeoutException
+    from math_verify.utils import timeout as deadline
+
+    math_verify.parser.TIMEOUT_WARNING_SHOWN = True  # its reminder: the time is bounded here
+
+    def value() -> float | None:
+        parsed = parse(f"${text}$", extraction_config=[LatexExtractionConfig()], parsing_timeout=None, raise_on_error=True)
+        expr = parsed[0] if parsed else None
+        if expr is None or not getattr(expr, "is_number", False):
+            return None
+        z = complex(expr.evalf(30))
+        real = abs(z.imag) <= 1e-12 * max(1.0, abs(z.real)) and math.isfinite(z.real)
+        return z.real if real else None
+
+    try:
+        return deadline(timeout)(value)()
+    except TimeoutException:
+        return PRED
+    except Exception:  # noqa: BLE001 - unparsable or not a number: no value
+        return None
+
+
+def numeric_value(text: str, budget: GradingBudget | None = None) -> float | None:
+    """The number a LaTeX expression denotes, or None (not a number, unparsable, or out of
+    time). Parsing and evaluation run under the per-call timeout of math-verify (in a worker
+    process off the main thread), cut short by ``budget``'s deadline when one is given."""
+    if timed_out(text):
+        return None
+    timeout = DEFAULT_TIMEOUT_S if budget is None else budget.timeout
+    if budget is not None:
+        left = budget.deadline - time.monotonic()
+        if left < 1:
+            budget.exhausted = True
+            return None
+        timeout = min(timeout, int(left))
+    if threading.current_thread() is threading.main_thread():
+        result = _numeric_latex(text, timeout)
+    else:
+        future = _worker_pool().schedule(_numeric_latex, args=(text, None), timeout=timeout)
+        try:
+            result = future.result()
+        except FutureTimeout:
+            result = PRED
+    if result == PRED:
+        _mark_timed_out(text)
+        log.warning("math-verify ran out of time on %r; not parsed again", text[:80])
+        return None
+    return result

@@ -26,8 +26,14 @@ class PromptConfig:
 
 @dataclass
 class SamplingConfig:
+    """How a policy samples, the same in every backend. A checkpoint's own
+    ``generation_config`` sampling defaults (Qwen2.5's top_k=20, repetition_penalty=1.05)
+    are not used: set them here to use them."""
+
     temperature: float = 0.8
     top_p: float = 1.0
+    top_k: int = 0  # 0: no top-k cut
+    repetition_penalty: float = 1.0  # 1: none
     max_tokens: int = 512  # a whole solution
     max_step_tokens: int = 128  # one step, when a strategy asks for one step
 

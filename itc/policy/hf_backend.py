@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
 import itc.ttt  # noqa: F401  (registers TTT checkpoints with the Auto classes)
 from itc.policy.base import Policy, PromptConfig, SamplingConfig, StopRule, request_seed
@@ -56,6 +56,13 @@ class HFPolicy(Policy):
             model, dtype=torch_dtype, trust_remote_code=trust_remote_code
         ).to(self.device)
         self.model.eval()
+        # Sample as vLLM does, from SamplingConfig alone: generate() fills every setting left
+        # at its default from the checkpoint's generation_config (Qwen2.5-Math-Instruct's
+        # top_k=20, repetition_penalty=1.05), so keep only its special token ids.
+        own = self.model.generation_config
+        self.model.generation_config = GenerationConfig(
+            bos_token_id=own.bos_token_id, eos_token_id=own.eos_token_id, pad_token_id=own.pad_token_id
+        )
         self.seed = seed
         torch.manual_seed(seed)
 
@@ -112,9 +119,16 @@ class HFPolicy(Policy):
             if logprobs is not None:  # the raw logits, as vLLM's default logprobs mode
                 kwargs.update(output_logits=True, return_dict_in_generate=True)
             if temperature > 0:
-                kwargs.update(do_sample=True, temperature=temperature, top_p=self.sampling.top_p)
+                kwargs.update(
+                    do_sample=True,
+                    temperature=temperature,
+                    top_p=self.sampling.top_p,
+                    top_k=self.sampling.top_k or None,
+                )
             else:
                 kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
+            if self.sampling.repetition_penalty != 1.0:
+                kwargs.update(repetition_penalty=self.sampling.repetition_penalty)
             if one_step:
                 kwargs.update(stop_strings=[delimiter], tokenizer=self.tokenizer)
             if request_keys is None:
@@ -143,22 +157,27 @@ class HFPolicy(Policy):
         return results
 
     def _completion(self, ids: list[int], eos_ids: set[int], one_step: bool, prompt_tokens: int) -> Completion:
+        """One sample's completion from its new ids. Generation stops at the first eos token
+        or, for one step, at the delimiter; what follows is padding, and the padding of a
+        tokenizer whose pad is its eos (Qwen2.5, Llama 3) reads as an eos, so the delimiter
+        is looked for before the first eos, not after."""
         delimiter = self.step_delimiter
-        reason = "length"
-        for k, tok in enumerate(ids):
-            if tok in eos_ids:
-                ids, reason = ids[: k + 1], "eos"
-                break
-        text = self.tokenizer.decode(ids, skip_special_tokens=True)
-        if one_step and reason != "eos" and delimiter in text:
+        end = next((k for k, tok in enumerate(ids) if tok in eos_ids), None)
+        body = ids if end is None else ids[:end]
+        text = self.tokenizer.decode(body, skip_special_tokens=True)
+        if one_step and delimiter in text:
             text = text[: text.index(delimiter)]
             # keep the tokens up to and including the delimiter, as vLLM counts them
             keep = next(
                 k
-                for k in range(1, len(ids) + 1)
-                if delimiter in self.tokenizer.decode(ids[:k], skip_special_tokens=True)
+                for k in range(1, len(body) + 1)
+                if delimiter in self.tokenizer.decode(body[:k], skip_special_tokens=True)
             )
-            ids, reason = ids[:keep], "step"
+            ids, reason = body[:keep], "step"
+        elif end is not None:
+            ids, reason = ids[: end + 1], "eos"
+        else:
+            reason = "length"
         return Completion(
             text=text,
             num_tokens=len(ids),

@@ -199,6 +199,8 @@ class VLLMPolicy(Policy):
                     n=1,
                     temperature=temperature,
                     top_p=self.sampling.top_p if temperature > 0 else 1.0,
+                    top_k=self.sampling.top_k if temperature > 0 else 0,
+                    repetition_penalty=self.sampling.repetition_penalty,
                     max_tokens=max(1, min(max_tokens, self.max_model_len - used)),
                     stop=[delimiter] if by_string else None,
                     stop_token_ids=[stop_token] if stop_token is not None else None,

@@ -21,6 +21,24 @@ class PRMInputTooLongError(InputError):
     """A candidate's PRM input does not fit the model's context."""
 
 
+class TooLongScores(list):
+    """The scores of a candidate whose PRM input does not fit the PRM's context: 0 for each
+    of its new steps. A list like any other candidate's scores; its type tells a search that
+    the candidate cannot be judged further, so it ends there (recorded as
+    ``prm_input_too_long`` in the candidate's meta)."""
+
+
+PRM_INPUT_TOO_LONG = "prm_input_too_long"  # candidate meta key
+
+
+def mark_too_long(scores: Sequence[float], meta: dict) -> bool:
+    """Whether ``scores`` are a :class:`TooLongScores`; if so, say so in ``meta``."""
+    if isinstance(scores, TooLongScores):
+        meta[PRM_INPUT_TOO_LONG] = True
+        return True
+    return False
+
+
 @dataclass
 class Scored:
     """A backend's answer for a batch of inputs: ``scores[k]`` at input k's positions, and the
@@ -104,8 +122,9 @@ class PRM(ABC):
         tokens computed are those the engine did not read from its prefix cache.
 
         A candidate whose input is longer than ``max_model_len`` is not sent: each of its
-        new steps scores 0, so a search drops it and a selection never prefers it, and the
-        other candidates and problems of the call are scored as usual."""
+        new steps scores 0 (a :class:`TooLongScores`), so a search ends it and a selection
+        never prefers it, and the other candidates and problems of the call are scored as
+        usual."""
         if len(problems) != len(candidates):
             raise ValueError(f"{len(problems)} problems but {len(candidates)} candidate lists")
         where, batch = [], []
@@ -120,7 +139,7 @@ class PRM(ABC):
                         enc = self.encode(problem, list(steps))
                     except PRMInputTooLongError as e:
                         # the candidate cannot be judged: it ends here, scored 0
-                        out[i][j] = [0.0] * (len(steps) - first)
+                        out[i][j] = TooLongScores([0.0] * (len(steps) - first))
                         self.inputs_too_long += 1
                         log.warning("%s; its new steps score 0 (problem begins %r)", e, problem[:60])
                         continue
@@ -145,5 +164,6 @@ class PRM(ABC):
         scores = self.score(problems, [[c.steps for c in cands] for cands in candidates])
         for cands, per_problem in zip(candidates, scores):
             for cand, step_scores in zip(cands, per_problem):
-                cand.step_scores = step_scores
+                cand.step_scores = list(step_scores)
                 cand.score = self.aggregate(step_scores)
+                mark_too_long(step_scores, cand.meta)
