@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from itc.errors import InputError
+from itc.stats import bootstrap_mean, rounded
 
 RESULTS_FILE = "results.jsonl"
 METRICS_FILE = "metrics.json"
@@ -176,6 +177,7 @@ def summarize(records: list[dict[str, Any]], **header: Any) -> dict[str, Any]:
         return sum(r.get(key, r.get(fallback, 0) if fallback else 0) for r in records)
 
     completion = total("completion_tokens")
+    correct = [bool(r["correct"]) for r in records]
     rules = list(records[0].get("correct_by_selection") or {}) if records else []
     rules = [rule for rule in rules if all(rule in (r.get("correct_by_selection") or {}) for r in records)]
     selections = {r.get("selection") for r in records}
@@ -188,8 +190,15 @@ def summarize(records: list[dict[str, Any]], **header: Any) -> dict[str, Any]:
         "accuracy_by_level": {
             lvl: sum(v) / len(v) for lvl, v in sorted(by_level.items(), key=lambda kv: kv[0])
         },
+        # 95% bootstrap intervals over problems (itc.stats), seeded
+        "accuracy_ci": rounded(bootstrap_mean(correct)),
+        "accuracy_by_level_ci": {lvl: rounded(bootstrap_mean(v)) for lvl, v in sorted(by_level.items())},
         "accuracy_by_selection": {
             rule: sum(bool(r["correct_by_selection"][rule]) for r in records) / n for rule in rules
+        },
+        "accuracy_by_selection_ci": {
+            rule: rounded(bootstrap_mean([bool(r["correct_by_selection"][rule]) for r in records]))
+            for rule in rules
         },
         "problems_by_level": {lvl: len(v) for lvl, v in sorted(by_level.items())},
         "coverage": sum(any(c.get("correct") for c in r["candidates"]) for r in records) / n if n else 0.0,
