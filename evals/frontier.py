@@ -288,8 +288,9 @@ def markdown(f: Frontier) -> str:
     return "\n".join(lines)
 
 
-def headline(f: Frontier) -> str:
-    """What the intervals support about the frontier against the best fixed setting."""
+def headline(f: Frontier, with_top: bool = True) -> str:
+    """What the intervals support about the frontier against the best fixed setting (and,
+    ``with_top``, that setting's accuracy first)."""
     s = f.summary
     unit = "FLOPs" if f.budget_kind == "flops" else "tokens"
     top = (
@@ -317,7 +318,7 @@ def headline(f: Frontier) -> str:
             f" At that setting's budget the frontier's accuracy minus the best fixed setting's within it is "
             f"{g['diff']:+.3f} {_fmt_ci((g['low'], g['high']))}, {verdict}."
         )
-    return top + reach + gain
+    return (top + reach if with_top else reach.lstrip()) + gain
 
 
 def to_json(f: Frontier) -> dict[str, Any]:

@@ -108,13 +108,12 @@ def write_report(
         text += [f"Left out (no PRM scores for {selection}): {', '.join(skipped)}.", ""]
     sentences = findings(lines)
     if frontier is not None:
-        sentences += [headline(f) for f in frontier[0]]
+        sentences += [headline(f, with_top=k == 0) for k, f in enumerate(frontier[0])]
     verifiers = _verifier_sections(dirs, out_dir)
     sentences += [v[1] for v in verifiers if v[1]]
     text += ["## Findings", "", *(f"- {s}" for s in sentences), ""]
     text += ["## Curves", "", *(f"![{p.stem}]({p.name})" for p in pngs), ""]
     main = [{k: v for k, v in r.items() if k.startswith(_MAIN_FIELDS)} for r in rows]
-    main = [{k: v for k, v in r.items() if not k.startswith("level_")} for r in main]
     text += ["## Accuracy", "", markdown_table(main), ""]
     by_level = [
         {"strategy": r["strategy"], "n": r["n"], **{k: v for k, v in r.items() if k.startswith("level_")}} for r in rows
