@@ -34,6 +34,24 @@ def _compose(overrides: list[str]):
         return compose(config_name="run", overrides=overrides)
 
 
+def _whole_prefills(cfg) -> None:
+    """Ask a vLLM policy for whole prefills unless the command line says otherwise. Its
+    many seeded samples per call overflow the scheduler's token budget, a prompt is then
+    prefilled in chunks, and vLLM's CPU build fails a seeded request whose chunk it
+    discards ("CPU Generator does not use offset"): seen at N=64 on the toy policy. A
+    serving setting: the samples and the run folder are the same."""
+    from omegaconf import OmegaConf, open_dict
+
+    if cfg.policy.get("backend") != "vllm":
+        return
+    kwargs = OmegaConf.select(cfg, "policy.vllm.engine_kwargs")
+    if kwargs is None or "enable_chunked_prefill" not in kwargs:
+        with open_dict(cfg):
+            if kwargs is None:
+                cfg.policy.vllm.engine_kwargs = {}
+            cfg.policy.vllm.engine_kwargs.enable_chunked_prefill = False
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=64, help="samples per problem (the largest N compared; default 64)")
@@ -60,6 +78,7 @@ def _verifiers(args: argparse.Namespace, argv: list[str] | None) -> None:
     cfg = _compose([*([] if prm_given else ["prm=toy"]), *args.overrides, *fixed])
     if cfg.get("prm") is None:
         raise InputError("the comparison needs a PRM: prm=<name>")
+    _whole_prefills(cfg)
     validate_run_config(cfg)
     orm_cfg = _compose([f"prm={args.orm}"]).prm
     out = Path(args.out or f"runs/verifiers/{cfg.policy.name}-{cfg.dataset.name}-{cfg.prm.name}-vs-{orm_cfg.name}-n{args.n}")
