@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from itc.results import CONFIG_FILE, METRICS_FILE, RESULTS_FILE, ResultsStore, flatten, read_json, summarize
+from itc.results import CONFIG_FILE, METRICS_FILE, RESULTS_FILE, ResultsStore, flatten, read_json, read_results, summarize
 from itc.stats import bootstrap_mean, paired_difference, rounded
 
 # identity keys that never label a line: N is the x axis, the weights follow from the PRM,
@@ -148,7 +148,7 @@ def outcomes(m: dict[str, Any]) -> dict[str, dict[str, Any]] | None:
         run_dir = m.get("run_dir")
         if not run_dir or not (Path(run_dir) / RESULTS_FILE).exists():
             return None
-        records = ResultsStore(Path(run_dir)).records
+        records = read_results(run_dir)
     return {
         str(r["problem_id"]): {
             "correct": float(bool(r["correct"])),

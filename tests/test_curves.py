@@ -215,3 +215,17 @@ def test_intervals_pooled_seeds_paired_differences_frontier_and_report(tmp_path,
     with pytest.raises(SystemExit) as e:  # no run with PRM scores on its samples
         curves_main([str(sweep), "--frontier", "prm_score"])
     assert e.value.code == 2 and "itc-curves: error: --frontier: binning by prm_score needs" in capsys.readouterr().err
+
+
+def test_curves_read_a_run_still_writing_without_rewriting_it(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    _seeded_run(sweep / "maj-1", "majority", 1, [True] * 40)
+    _seeded_run(sweep / "maj-4", "majority", 4, [i % 2 == 0 for i in range(40)])
+    results = sweep / "maj-4" / "results.jsonl"
+    with results.open("a") as f:  # a line being written
+        f.write('{"problem_id": "p40", "cor')
+    before = results.read_bytes()
+    curves_main([str(sweep)])
+    assert results.read_bytes() == before
+    rows = {r["n"]: r for r in csv.DictReader((sweep / "curves.csv").open())}
+    assert float(rows["4"]["accuracy_low"]) < 0.5 < float(rows["4"]["accuracy_high"])
