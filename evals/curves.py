@@ -26,7 +26,16 @@ from typing import Any
 
 import numpy as np
 
-from itc.results import CONFIG_FILE, METRICS_FILE, RESULTS_FILE, ResultsStore, flatten, read_json, read_results, summarize
+from itc.results import (
+    CONFIG_FILE,
+    METRICS_FILE,
+    RESULTS_FILE,
+    ResultsStore,
+    flatten,
+    read_json,
+    read_results,
+    summarize,
+)
 from itc.stats import bootstrap_mean, paired_difference, rounded
 
 # identity keys that never label a line: N is the x axis, the weights follow from the PRM,
@@ -177,8 +186,10 @@ def pooled(points: list[dict[str, Any]]) -> dict[str, Any]:
         m["accuracy"] = float(np.mean(accs))
         for key in ("completion_tokens_per_problem", "flops_per_problem", "wall_seconds"):
             m[key] = float(np.mean([p.get(key) or 0.0 for p in points]))
-    if any(o is None for o in per_seed):
+    if any(o is None for o in per_seed):  # no records: the run's own interval, if one run
         m["_outcomes"] = None
+        if len(points) > 1:
+            m["accuracy_ci"], m["accuracy_by_level_ci"] = None, {}
         return m
     ids = sorted(set.intersection(*(set(o) for o in per_seed)))
     merged = {
@@ -301,7 +312,7 @@ def _per_problem(m: dict[str, Any]):
 def markdown_table(rows: list[dict[str, Any]]) -> str:
     """The rows as Markdown; ``x``, ``x_low``, ``x_high`` shown as one cell ``x [low, high]``,
     a difference whose interval excludes 0 marked ``*``."""
-    fmt = lambda v: "" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))  # noqa: E731
+    fmt = lambda v: "" if v is None else (f"{v:.3f}" if isinstance(v, float) else str(v))
 
     def cell(r: dict[str, Any], k: str) -> str:
         text = fmt(r[k])

@@ -83,10 +83,9 @@ class Frontier:
     summary: dict[str, Any] = field(default_factory=dict)
 
 
-def settings_of(lines: dict[str, list[dict[str, Any]]], budget: str = "flops") -> tuple[list[str], list[Setting], dict[str, dict[str, Any]]]:
-    """The problems every point ran, each point as a :class:`Setting` on them, and the
-    outcomes of one point per problem (levels, candidates). Points without records are
-    left out."""
+def settings_of(lines: dict[str, list[dict[str, Any]]], budget: str = "flops") -> tuple[list[str], list[Setting]]:
+    """The problems every point ran, and each point as a :class:`Setting` on them. Points
+    without records are left out."""
     if budget not in BUDGETS:
         raise ValueError(f"budget {budget!r} is not one of {', '.join(BUDGETS)}")
     points = [(label, m, outcomes(m)) for label, pts in lines.items() for m in pts]
@@ -100,7 +99,7 @@ def settings_of(lines: dict[str, list[dict[str, Any]]], budget: str = "flops") -
         Setting(label, int(m["n"]), np.array([o[i]["correct"] for i in ids], float), np.array([o[i][budget] for i in ids], float))
         for label, m, o in points
     ]
-    return ids, settings, {"points": points}
+    return ids, settings
 
 
 def difficulty(binning: str, ids: list[str], lines: dict[str, list[dict[str, Any]]], num_bins: int = 5) -> np.ndarray:
@@ -250,7 +249,7 @@ def _reach(f: Frontier, confidence: float = CONFIDENCE) -> dict[str, Any]:
     qs = [alpha, 1 - alpha]
     lo_b, hi_b = np.quantile(reps[:, 0], qs, method="inverted_cdf")
     lo_r, hi_r = np.quantile(reps[:, 1], qs, method="inverted_cdf")
-    fin = lambda x: None if not np.isfinite(x) else float(x)  # noqa: E731
+    fin = lambda x: None if not np.isfinite(x) else float(x)
     out["reach_budget_ci"] = [fin(lo_b), fin(hi_b)]
     out["compute_ratio_ci"] = [fin(lo_r) if lo_r > 0 else 0.0, fin(hi_r)]
     at_top = next((p for p in f.points if p["budget"] >= f.settings[top].budget * (1 - 1e-9)), None)
@@ -269,10 +268,12 @@ def _fmt_budget(x: float | None) -> str:
 def markdown(f: Frontier) -> str:
     """The frontier's table (one row per budget) and its headline, in Markdown."""
     unit = "FLOPs" if f.budget_kind == "flops" else "tokens computed"
-    s = f.summary
     lines = [
-        f"Bins by **{f.binning}** ({', '.join(f'{b}: {int((f.bins == b).sum())}' for b in sorted(set(f.bins.tolist())))} problems); "
-        f"budget: {unit} per problem; 2-fold (choose on one half, score on the other).",
+        (
+            f"Bins by **{f.binning}** "
+            f"({', '.join(f'{b}: {int((f.bins == b).sum())}' for b in sorted(set(f.bins.tolist())))} problems); "
+            f"budget: {unit} per problem; 2-fold (choose on one half, score on the other)."
+        ),
         "",
         "| budget | frontier cost | frontier accuracy [95% CI] | best fixed within budget | its accuracy | gain [95% CI] | settings chosen |",
         "|---|---|---|---|---|---|---|",
@@ -373,10 +374,10 @@ def write_frontiers(
     ``frontier.md`` in ``out_dir``; returns the frontiers, the Markdown and the paths."""
     from pathlib import Path
 
-    from itc.results import write_json_atomic, atomic_writer
+    from itc.results import atomic_writer, write_json_atomic
 
     out_dir = Path(out_dir)
-    ids, settings, _ = settings_of(lines, budget)
+    ids, settings = settings_of(lines, budget)
     frontiers, texts, paths = [], [], []
     for binning in binnings:
         f = compute_frontier(ids, settings, difficulty(binning, ids, lines), binning, budget)

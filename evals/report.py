@@ -98,10 +98,12 @@ def write_report(
         "# Test-time scaling report",
         "",
         f"Runs: {', '.join(dirs)}. Selection: {rule}.",
-        f"Every accuracy has a {CONFIDENCE:.0%} percentile-bootstrap interval over problems "
-        f"({RESAMPLES} resamples, seed {SEED}). Differences are paired (the same resampled problems) "
-        f"against {ref} at the same N; `*` marks a difference whose interval excludes 0. Intervals "
-        "are per comparison, not corrected for the number of comparisons.",
+        (
+            f"Every accuracy has a {CONFIDENCE:.0%} percentile-bootstrap interval over problems "
+            f"({RESAMPLES} resamples, seed {SEED}). Differences are paired (the same resampled problems) "
+            f"against {ref} at the same N; `*` marks a difference whose interval excludes 0. Intervals "
+            "are per comparison, not corrected for the number of comparisons."
+        ),
         "",
     ]
     if skipped:

@@ -179,8 +179,8 @@ def run(cfg: Any, out: Path, orm_cfg: Any, policy: Any = None, prm: Any = None, 
     """Sample and score once (``cfg``: an itc-run config, majority at N with a prm), score the
     same samples with the ORM (``orm_cfg``), compare; writes the JSON, table and plot in ``out``.
     ``release`` is called between sampling and the ORM (frees the engines a command started)."""
-    from itc.runner import run_experiment
     from itc.results import ResultsStore
+    from itc.runner import run_experiment
 
     out = Path(out)
     run_experiment(cfg, out / SAMPLES, policy=policy, prm=prm)
