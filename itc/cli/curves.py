@@ -21,6 +21,7 @@ metrics.json (stopped early) are named.
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -136,7 +137,8 @@ def _curves(args: argparse.Namespace, argv: list[str] | None) -> None:
         rule = args.selection or "each run's configured rule"
         body = f"Selection: {rule}. Runs: {', '.join(args.dirs)}.\n\n" + markdown_table(rows)
         if frontier is not None:
-            body += "\n" + frontier[1].replace("](frontier_", f"]({out}/frontier_")
+            # plots stay in the output folder (not kept in the repository): named, not embedded
+            body += "\n" + re.sub(r"!\[[^\]]*\]\((frontier_[^)]+)\)", lambda g: f"Plot: `{out / g[1]}`.", frontier[1])
         if skipped:
             body += "\nLeft out (no PRM scores for this rule): " + ", ".join(skipped) + "\n"
         argv_text = " ".join(sys.argv[1:] if argv is None else argv)

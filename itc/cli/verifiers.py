@@ -93,7 +93,8 @@ def _verifiers(args: argparse.Namespace, argv: list[str] | None) -> None:
         from itc.results_log import write_entry
 
         title = args.log or f"verifiers side by side, {cfg.prm.name} vs {orm_cfg.name}, N up to {args.n}"
-        body = text.replace("# ", "", 1).replace("](verifiers.png)", f"]({out}/verifiers.png)")
+        # the plot stays in OUT (run folders are not kept in the repository): named, not embedded
+        body = text.replace("# ", "", 1).replace("![verifiers](verifiers.png)", f"Plot: `{out}/verifiers.png`.")
         argv_text = " ".join(sys.argv[1:] if argv is None else argv)
         print(f"logged {write_entry(title, body, command=f'{PROG} {argv_text}')}")
 
