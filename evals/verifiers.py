@@ -56,16 +56,33 @@ def methods(prm_aggregation: str, orm_aggregation: str) -> dict[str, tuple[str, 
     return out
 
 
-def score_with_orm(orm: Any, records: Sequence[dict[str, Any]], path: Path) -> dict[str, list[list[float]]]:
+def orm_key(orm_model: str, records: Sequence[dict[str, Any]]) -> str:
+    """What the ORM's kept scores depend on: its weights and the samples it scored."""
+    from itc.cache import checkpoint_fingerprint, fingerprint
+    from prm.toy import resolve_prm_model
+
+    samples = json.dumps([[r["problem_id"], [c["steps"] for c in r["candidates"]]] for r in records])
+    return fingerprint(checkpoint_fingerprint(resolve_prm_model(orm_model)), samples)
+
+
+def kept_orm_scores(path: Path, key: str) -> dict[str, list[list[float]]] | None:
+    """The ORM scores kept in ``path`` for ``key``, or None (none kept, or for other weights
+    or other samples)."""
+    if not path.exists():
+        return None
+    kept = read_json(path)
+    return kept["scores"] if isinstance(kept, dict) and kept.get("key") == key else None
+
+
+def score_with_orm(orm: Any, records: Sequence[dict[str, Any]], path: Path, key: str) -> dict[str, list[list[float]]]:
     """The ORM's step scores of every record's candidates (one batched call), kept in
-    ``path`` and read from it when it already holds every problem."""
-    if path.exists():
-        known = read_json(path)
-        if all(r["problem_id"] in known for r in records):
-            return known
+    ``path`` under ``key`` (:func:`orm_key`) and read back while the key holds."""
+    known = kept_orm_scores(path, key)
+    if known is not None:
+        return known
     scores = orm.score([r["problem"] for r in records], [[c["steps"] for c in r["candidates"]] for r in records])
     out = {r["problem_id"]: s for r, s in zip(records, scores)}
-    write_json_atomic(path, out)
+    write_json_atomic(path, {"key": key, "scores": out})
     return out
 
 
@@ -187,11 +204,12 @@ def run(cfg: Any, out: Path, orm_cfg: Any, policy: Any = None, prm: Any = None, 
     records = ResultsStore(out / SAMPLES).records
     if release is not None:
         release()
-    if orm is None and not _orm_cached(out / ORM_SCORES, records):
+    key = orm_key(orm_cfg.model, records)
+    if orm is None and kept_orm_scores(out / ORM_SCORES, key) is None:
         from prm.scoring import build_prm
 
         orm = build_prm(orm_cfg, seed=cfg.seed)
-    orm_scores = score_with_orm(orm, records, out / ORM_SCORES)
+    orm_scores = score_with_orm(orm, records, out / ORM_SCORES, key)
     result = compare(records, orm_scores, int(cfg.n), cfg.prm.aggregation, orm_cfg.aggregation)
     result.update({"prm": cfg.prm.name, "orm": orm_cfg.name, "policy": cfg.policy.name, "dataset": cfg.dataset.name})
     write_json_atomic(out / RESULT, _jsonable(result))
@@ -199,10 +217,6 @@ def run(cfg: Any, out: Path, orm_cfg: Any, policy: Any = None, prm: Any = None, 
         f.write(markdown(result, cfg.prm.name, orm_cfg.name))
     plot(result, out / PLOT, cfg.prm.name, orm_cfg.name)
     return result
-
-
-def _orm_cached(path: Path, records: Sequence[dict[str, Any]]) -> bool:
-    return path.exists() and all(r["problem_id"] in read_json(path) for r in records)
 
 
 def _jsonable(obj: Any) -> Any:

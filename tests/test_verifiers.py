@@ -50,6 +50,12 @@ def test_verifiers_on_the_same_samples(tmp_path, vllm_policy, vllm_prm, trained_
     # a rerun reads the samples and the ORM's scores back: no engine is asked for anything
     again = run(cfg, folder, orm_cfg, policy=vllm_policy, prm=vllm_prm, orm=None)
     assert again["accuracy"] == result["accuracy"]
+    # scores kept for other ORM weights or other samples are not used: scored again
+    kept = json.loads((folder / ORM_SCORES).read_text())
+    stale = {pid: [[0.0] * len(c) for c in cands] for pid, cands in kept["scores"].items()}
+    (folder / ORM_SCORES).write_text(json.dumps({"key": "other-weights", "scores": stale}))
+    assert run(cfg, folder, orm_cfg, policy=vllm_policy, prm=vllm_prm, orm=vllm_prm)["accuracy"] == result["accuracy"]
+    assert json.loads((folder / ORM_SCORES).read_text()) == kept
 
     # itc-curves over a folder above it embeds the comparison in report.md
     curves_main([str(tmp_path / "sweep")])
