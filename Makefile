@@ -1,5 +1,6 @@
 # Two commands set up a fresh machine:
-#   make demo   install into .venv, build the embedded world (policy, PRM), sweep strategies, draw curves
+#   make demo   install into .venv, build the embedded world (policy, PRM), sweep strategies, draw curves,
+#               end in multirun/demo/report.md (intervals, frontier by level and by pass rate)
 #   make test   install into .venv and run the tests
 # and one more sweeps the newer strategies next to the anchors (docs/strategies.md):
 #   make sweep-new   particle_filtering, deepconf (offline, online), adaptive_majority beside
@@ -17,6 +18,8 @@ DEMO_NS ?= 1,4,16
 DEMO_STRATEGIES ?= greedy,majority,best_of_n,beam_search,dvts,self_reflection
 # the one final selection rule every strategy is also drawn under (and logged), for a fair comparison
 DEMO_SELECTION ?= weighted_majority/min
+# difficulty bins of the compute-optimal frontier in the demo's report (evals/frontier.py)
+DEMO_FRONTIER ?= level,pass_rate
 
 SWEEP_NEW_NAME ?= sweep-new
 SWEEP_NEW_NS ?= 4,16,64
@@ -53,10 +56,11 @@ demo: install
 	# The curves are drawn even when the sweep fails after writing some runs (itc-curves names
 	# the missing ones); make still reports the sweep's failure.
 	status=0; $(BIN)/itc-run -m name=$(DEMO_NAME) strategy=$(DEMO_STRATEGIES) n=$(DEMO_NS) prm=toy || status=$$?; \
-	$(BIN)/itc-curves multirun/$(DEMO_NAME) && \
 	$(BIN)/itc-curves multirun/$(DEMO_NAME) --selection $(DEMO_SELECTION) --out multirun/$(DEMO_NAME)/$(DEMO_SELECTION) \
-	    --log "make demo, every strategy under $(DEMO_SELECTION)" && \
-	$(BIN)/python -m evals.verdict multirun/$(DEMO_NAME) && exit $$status
+	    --frontier $(DEMO_FRONTIER) --log "make demo, every strategy under $(DEMO_SELECTION)" && \
+	$(BIN)/itc-curves multirun/$(DEMO_NAME) --frontier $(DEMO_FRONTIER) && \
+	$(BIN)/python -m evals.verdict multirun/$(DEMO_NAME) && \
+	echo "report: multirun/$(DEMO_NAME)/report.md" && exit $$status
 
 sweep-new: install
 	$(BIN)/itc-build-toy

@@ -76,7 +76,8 @@ def run_rule(records: list[dict[str, Any]], run_dir: Path, strategy: str) -> str
 def subsampled_metrics(metrics: dict[str, Any], rule: str | None = None) -> list[dict[str, Any]]:
     """Metrics at N = 1, 2, 4, ... below the run's N (empty for strategies where that is
     not valid), under ``rule`` or the run's own. ``metrics`` is a run's metrics.json with its
-    ``run_dir``."""
+    ``run_dir``; each point keeps its records under ``_records`` (per-problem outcomes for
+    intervals, :func:`evals.curves.outcomes`)."""
     strategy, n = metrics.get("strategy"), int(metrics.get("n", 1))
     if strategy not in SUBSAMPLABLE or n < 2:
         return []
@@ -87,6 +88,6 @@ def subsampled_metrics(metrics: dict[str, Any], rule: str | None = None) -> list
     out, k = [], 1
     while k < n:
         subs = [subsample_record(r, k, rule) for r in records]
-        out.append({**summarize(subs, **header, n=k), "subsampled_from": n, "run_dir": str(run_dir)})
+        out.append({**summarize(subs, **header, n=k), "subsampled_from": n, "run_dir": str(run_dir), "_records": subs})
         k *= 2
     return out

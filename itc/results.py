@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from itc.errors import InputError
+from itc.stats import bootstrap_mean, rounded
 
 RESULTS_FILE = "results.jsonl"
 METRICS_FILE = "metrics.json"
@@ -112,6 +113,36 @@ def read_json(path: str | Path) -> Any:
         raise RunFolderError(f"{path}: not valid UTF-8; remove it, or rerun the run that wrote it") from None
 
 
+def _parse_results(data: bytes, path: Path) -> tuple[list[dict[str, Any]], list[bytes], list[bytes]]:
+    """The records of a results file's bytes, the good lines and all lines; a line cut off
+    at the end is left out, a corrupt line elsewhere is an error naming it."""
+    lines = data.split(b"\n")
+    while lines and not lines[-1].strip():
+        lines.pop()
+    records: list[dict[str, Any]] = []
+    good: list[bytes] = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line.decode("utf-8")))
+            good.append(line)
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            if i != len(lines) - 1:
+                raise RunFolderError(
+                    f"{path}:{i + 1}: corrupt line in the middle of the results; "
+                    "fix or remove that line before resuming"
+                ) from None
+    return records, good, lines
+
+
+def read_results(run_dir: str | Path) -> list[dict[str, Any]]:
+    """A run folder's records, read only (a run may still be writing): a line cut off at the
+    end is left out, and the file is never rewritten."""
+    path = Path(run_dir) / RESULTS_FILE
+    return _parse_results(path.read_bytes(), path)[0]
+
+
 class ResultsStore:
     """One JSON line per finished problem, flushed and fsynced as it is written.
 
@@ -130,22 +161,7 @@ class ResultsStore:
 
     def _load(self) -> None:
         data = self.path.read_bytes()
-        lines = data.split(b"\n")
-        while lines and not lines[-1].strip():
-            lines.pop()
-        good: list[bytes] = []
-        for i, line in enumerate(lines):
-            if not line.strip():
-                continue
-            try:
-                self.records.append(json.loads(line.decode("utf-8")))
-                good.append(line)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                if i != len(lines) - 1:
-                    raise RunFolderError(
-                        f"{self.path}:{i + 1}: corrupt line in the middle of the results; "
-                        "fix or remove that line before resuming"
-                    ) from None
+        self.records, good, lines = _parse_results(data, self.path)
         if len(good) != len([x for x in lines if x.strip()]) or (data and not data.endswith(b"\n")):
             with atomic_writer(self.path) as f:
                 f.write("".join(line.decode("utf-8") + "\n" for line in good))
@@ -176,6 +192,7 @@ def summarize(records: list[dict[str, Any]], **header: Any) -> dict[str, Any]:
         return sum(r.get(key, r.get(fallback, 0) if fallback else 0) for r in records)
 
     completion = total("completion_tokens")
+    correct = [bool(r["correct"]) for r in records]
     rules = list(records[0].get("correct_by_selection") or {}) if records else []
     rules = [rule for rule in rules if all(rule in (r.get("correct_by_selection") or {}) for r in records)]
     selections = {r.get("selection") for r in records}
@@ -188,8 +205,15 @@ def summarize(records: list[dict[str, Any]], **header: Any) -> dict[str, Any]:
         "accuracy_by_level": {
             lvl: sum(v) / len(v) for lvl, v in sorted(by_level.items(), key=lambda kv: kv[0])
         },
+        # 95% bootstrap intervals over problems (itc.stats), seeded
+        "accuracy_ci": rounded(bootstrap_mean(correct)),
+        "accuracy_by_level_ci": {lvl: rounded(bootstrap_mean(v)) for lvl, v in sorted(by_level.items())},
         "accuracy_by_selection": {
             rule: sum(bool(r["correct_by_selection"][rule]) for r in records) / n for rule in rules
+        },
+        "accuracy_by_selection_ci": {
+            rule: rounded(bootstrap_mean([bool(r["correct_by_selection"][rule]) for r in records]))
+            for rule in rules
         },
         "problems_by_level": {lvl: len(v) for lvl, v in sorted(by_level.items())},
         "coverage": sum(any(c.get("correct") for c in r["candidates"]) for r in records) / n if n else 0.0,

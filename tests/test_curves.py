@@ -74,7 +74,8 @@ def test_subsampling_one_best_of_n_run_gives_the_smaller_n(tmp_path, capsys):
 
     curves_main([str(tmp_path / "sweep"), "--subsample"])
     out = capsys.readouterr().out
-    assert "| best_of_n | 1 | 0.000 |" in out and "| best_of_n | 4 | 1.000 |" in out
+    # one problem: each point's interval is the point itself
+    assert "| best_of_n | 1 | 0.000 [0.000, 0.000] |" in out and "| best_of_n | 4 | 1.000 [1.000, 1.000] |" in out
 
 
 def _run(dirpath, strategy, n, prm, records, aggregation="min", selection="weighted_majority/min", **strategy_cfg):
@@ -122,7 +123,7 @@ def test_lines_are_labelled_by_what_differs_between_the_runs(tmp_path, capsys):
     assert len(series(metrics)) == 4
     curves_main([str(sweep)])
     out = capsys.readouterr().out
-    assert "| best_of_n prm=toy | 4 | 0.000 |" in out and "| best_of_n prm=toy-orm | 4 | 1.000 |" in out
+    assert "| best_of_n prm=toy | 4 | 0.000 [0.000, 0.000] |" in out and "| best_of_n prm=toy-orm | 4 | 1.000 [1.000, 1.000] |" in out
 
 
 def test_curves_draw_every_run_under_one_selection_rule_and_log_the_table(tmp_path, capsys, monkeypatch):
@@ -137,15 +138,94 @@ def test_curves_draw_every_run_under_one_selection_rule_and_log_the_table(tmp_pa
     monkeypatch.setenv("ITC_RESULTS_LOG", str(log))
     curves_main([str(sweep), "--selection", "highest/last", "--log", "demo under one rule"])
     captured = capsys.readouterr()
-    assert "| best_of_n | 3 | 1.000 | highest/last |" in captured.out
-    assert "| beam_search | 3 | 1.000 | highest/last |" in captured.out
+    # no majority run can be drawn under highest/last: no difference column to fill
+    assert "| best_of_n | 3 | 1.000 [1.000, 1.000] |  | 1 |  | highest/last |" in captured.out
+    assert "| beam_search | 3 | 1.000 [1.000, 1.000] |  | 1 |  | highest/last |" in captured.out
     (entry,) = log.glob("*.md")
     text = entry.read_text()
     assert "Selection: highest/last" in text and "itc-curves" in text and "| best_of_n |" in text
     assert "maj" in captured.err and "left out" in captured.err  # no PRM scores for that rule
     curves_main([str(sweep), "--selection", "majority"])
     out = capsys.readouterr().out
-    assert "| best_of_n | 3 | 0.000 | majority |" in out and "| majority | 3 | 0.000 | majority |" in out
+    assert "| best_of_n | 3 | 0.000 [0.000, 0.000] | 0.000 [0.000, 0.000] | 1 |  | majority |" in out
+    assert "| majority | 3 | 0.000 [0.000, 0.000] |  | 1 |  | majority |" in out
     with pytest.raises(SystemExit) as e:
         curves_main([str(sweep), "--selection", "best"])
     assert e.value.code == 2
+
+
+def _seeded_run(dirpath, strategy, n, correct, seed=0, flops=100.0):
+    """A run over problems p0..p39 (levels 1 and 2): ``correct`` per problem."""
+    from itc.results import summarize
+
+    records = [
+        {"problem_id": f"p{i}", "level": 1 + i % 2, "correct": bool(ok), "selection": "majority",
+         "prompt_tokens": 10, "completion_tokens": 10 * n, "prm_tokens": 0, "policy_flops": flops * n,
+         "prm_flops": 0.0, "wall_seconds": 1.0,
+         "candidates": [{"text": "", "steps": ["s"], "answer": "1" if ok else "2", "completion_tokens": 10,
+                         "finished": True, "step_scores": None, "score": None, "correct": bool(ok), "meta": {}}] * n}
+        for i, ok in enumerate(correct)
+    ]
+    dirpath.mkdir(parents=True)
+    config = {"policy": {"name": "toy"}, "dataset": {"name": "toy"}, "seed": seed,
+              "strategy": {"name": strategy, "n": n}, "prm": None}
+    (dirpath / "run_config.json").write_text(json.dumps(config))
+    (dirpath / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    metrics = summarize(records, strategy=strategy, n=n, policy="toy", dataset="toy", prm=None, seed=seed)
+    (dirpath / "metrics.json").write_text(json.dumps(metrics))
+    return metrics
+
+
+def test_intervals_pooled_seeds_paired_differences_frontier_and_report(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    half = [i < 20 for i in range(40)]
+    m0 = _seeded_run(sweep / "maj-4-s0", "majority", 4, half, seed=0)
+    _seeded_run(sweep / "maj-4-s1", "majority", 4, [i < 24 for i in range(40)], seed=1)
+    _seeded_run(sweep / "maj-1", "majority", 1, half)
+    _seeded_run(sweep / "bon-4", "best_of_n", 4, [True] * 40)
+    assert m0["accuracy_ci"][0] < 0.5 < m0["accuracy_ci"][1] and set(m0["accuracy_by_level_ci"]) == {"1", "2"}
+
+    curves_main([str(sweep), "--frontier", "level,pass_rate"])
+    out = capsys.readouterr().out
+    rows = {(r["strategy"], r["n"]): r for r in csv.DictReader((sweep / "curves.csv").open())}
+    pooled = rows[("majority", "4")]  # two seeds, one point: the mean, with the seeds' spread
+    assert pooled["seeds"] == "2" and float(pooled["accuracy"]) == pytest.approx(0.55)
+    assert float(pooled["seed_sd"]) == pytest.approx(0.0707, abs=1e-4)
+    assert float(pooled["accuracy_low"]) < 0.55 < float(pooled["accuracy_high"])
+    bon = rows[("best_of_n", "4")]  # paired against majority at N=4 (pooled): +0.45, excludes 0
+    assert float(bon["vs_majority"]) == pytest.approx(0.45) and bon["vs_majority_excludes_0"] == "True"
+    assert "| best_of_n | 4 | 1.000 [1.000, 1.000] | 0.450 [" in out and "] * |" in out
+
+    report = (sweep / "report.md").read_text()
+    assert "![curves](curves.png)" in report and "![curves_by_level](curves_by_level.png)" in report
+    assert "best_of_n at N=4 is more accurate than majority at N=4: +0.450" in report
+    assert "Repeated seeds are pooled" in report and "## Compute-optimal frontier" in report
+    assert "![frontier by level](frontier_level.png)" in report and "bins by pass_rate" in report
+    for name in ("frontier_level.png", "frontier_pass_rate.png", "frontier.json"):
+        assert (sweep / name).stat().st_size > 0
+    (level, _) = json.loads((sweep / "frontier.json").read_text())
+    for c in level["choices"]:
+        assert not set(c["chosen_on"]) & set(c["scored_on"])
+
+    for bad in (["--frontier", "levels"], ["--budget", "joules"]):
+        with pytest.raises(SystemExit) as e:
+            curves_main([str(sweep), *bad])
+        assert e.value.code == 2
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:  # no run with PRM scores on its samples
+        curves_main([str(sweep), "--frontier", "prm_score"])
+    assert e.value.code == 2 and "itc-curves: error: --frontier: binning by prm_score needs" in capsys.readouterr().err
+
+
+def test_curves_read_a_run_still_writing_without_rewriting_it(tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    _seeded_run(sweep / "maj-1", "majority", 1, [True] * 40)
+    _seeded_run(sweep / "maj-4", "majority", 4, [i % 2 == 0 for i in range(40)])
+    results = sweep / "maj-4" / "results.jsonl"
+    with results.open("a") as f:  # a line being written
+        f.write('{"problem_id": "p40", "cor')
+    before = results.read_bytes()
+    curves_main([str(sweep)])
+    assert results.read_bytes() == before
+    rows = {r["n"]: r for r in csv.DictReader((sweep / "curves.csv").open())}
+    assert float(rows["4"]["accuracy_low"]) < 0.5 < float(rows["4"]["accuracy_high"])
