@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from test_search_strategies import DELIM, LENGTH, StepPolicy, StepPRM, accuracy, problems
+from fakes import DELIM, LENGTH, StepPolicy, StepPRM, accuracy, problems
 
 from itc.types import Candidate, Completion
 from strategies.adaptive_majority import AdaptiveMajority, leader_posterior, settled, vote_counts
