@@ -323,3 +323,49 @@ def test_math_shepherd_reads_each_step_tag(tmp_path):
     assert len(enc.positions) == 3
     prm = HFPRM("shepherd", _tiny_causal_lm(tok), fmt, tokenizer=tok, max_model_len=512)
     _batch_invariant(prm, steps)
+
+
+@pytest.mark.vllm
+@pytest.mark.parametrize("kind", ["qwen_prm", "rlhflow", "math_shepherd"])
+def test_each_prm_format_scores_alike_through_vllm_and_transformers(tmp_path, kind):
+    """Each format's scored positions through vLLM's pooling runner, on a tiny random-weight
+    model with the real tokenizer: the same scores as transformers, one per step, read at
+    the format's positions (``<extra_0>`` as an added token; RLHFlow's and Math-Shepherd's
+    good/bad tokens through vLLM's ``classifier_from_token``)."""
+    from conftest import compose_app
+    from prm.scoring import Qwen2ForProcessRewardModel, build_prm
+
+    if kind == "qwen_prm":
+        tok = qwen_tokenizer(tmp_path)
+        tok.add_tokens(["<extra_0>"])
+        torch.manual_seed(0)
+        model = Qwen2ForProcessRewardModel(
+            Qwen2Config(vocab_size=len(tok), hidden_size=64, intermediate_size=64, num_hidden_layers=1,
+                        num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=1024, num_labels=2)
+        )
+        entry = "qwen2.5-math-prm-7b"
+    else:
+        tok = llama_tokenizer(tmp_path)
+        tok.pad_token = tok.eos_token
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(
+            LlamaConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=64, num_hidden_layers=1,
+                        num_attention_heads=1, num_key_value_heads=1, max_position_embeddings=1024)
+        )
+        entry = "rlhflow-8b" if kind == "rlhflow" else "math-shepherd"
+    out = tmp_path / "prm"
+    model.save_pretrained(out)
+    tok.save_pretrained(out)
+    steps = ["Step one:", "We add 4+9=13.", "So the answer is $\\boxed{13}$."]
+    scores = {}
+    for backend in ("vllm", "hf"):
+        cfg = compose_app("eval_prm", [f"prm={entry}", f"prm.model={out}"]).prm.copy()
+        assert cfg.format.type == kind
+        cfg.backend, cfg.dtype, cfg.max_model_len = backend, "float32", 512
+        cfg.vllm.update(enforce_eager=True, gpu_memory_utilization=0.05, engine_kwargs={"kv_cache_memory_bytes": 32 << 20})
+        cfg.hf.device = "cpu"
+        prm = build_prm(cfg)
+        scores[backend] = prm.score([PROBLEM], [[steps[:1], steps]])[0]
+    assert [len(s) for s in scores["vllm"]] == [1, 3]
+    for got, want in zip(scores["vllm"], scores["hf"]):
+        assert got == pytest.approx(want, abs=1e-4)
