@@ -17,7 +17,7 @@ from prm.scoring.base import mark_too_long
 from strategies.accounting import Meter
 
 BOXED = "\\boxed"
-POLICY_CONTEXT_FULL = "policy_context_full"  # meta of a partial whose prompt no longer fits
+POLICY_CONTEXT_FULL = "policy_context_full"  # meta of a partial the policy's context ended
 
 
 @dataclass
@@ -69,11 +69,11 @@ def extend(
     """``n`` continuations of each parent in one batched call: one step each, or with
     ``whole`` the rest of the solution (split into steps). ``prompts`` replaces the default
     prompt (the problem, then the parent's steps) of each parent. A parent whose prompt no
-    longer fits the policy's context gets no children and is marked dead (recorded as
-    ``policy_context_full`` in its meta)."""
+    longer fits the policy's context gets no children and is marked dead, and a child cut off
+    by the end of the context ends there; both record ``policy_context_full`` in their meta."""
     if prompts is None:
         prompts = [policy.format_prompt(problems[p.owner].problem, p.steps) for p in parents]
-    texts, owners, rows, keys = [], [], [], []
+    texts, owners, rows, keys, counts = [], [], [], [], {}
     places: dict[int, int] = {}  # the parent's place among its problem's parents in this call
     for k, (parent, prompt, count) in enumerate(zip(parents, prompts, policy.prompt_token_counts(prompts))):
         place = places[parent.owner] = places.get(parent.owner, -1) + 1
@@ -86,6 +86,7 @@ def extend(
         texts.append(prompt)
         owners.append(parent.owner)
         rows.append(k)
+        counts[k] = count
         # the request's own sampling seed: its problem, its call and its place, never the batch
         keys.append(f"{problems[parent.owner].id}/call{meter.calls[parent.owner]}/parent{place}")
     for owner in places:
@@ -97,9 +98,12 @@ def extend(
     for k, completions in zip(rows, outputs):
         for c in completions:
             if whole:
-                children[k].append(_whole(parents[k], c.text, c.num_tokens, c.finished, policy.step_delimiter))
+                child = _whole(parents[k], c.text, c.num_tokens, c.finished, policy.step_delimiter)
             else:
-                children[k].append(parents[k].child(c.text, c.num_tokens, c.finish_reason))
+                child = parents[k].child(c.text, c.num_tokens, c.finish_reason)
+            if c.finish_reason == "length" and counts[k] + c.num_tokens >= policy.max_model_len:
+                child.meta[POLICY_CONTEXT_FULL] = True  # the context ran out within this step
+            children[k].append(child)
     return children
 
 
