@@ -53,11 +53,26 @@ def _identity(cfg: DictConfig) -> dict[str, Any]:
     identity is worked out again once the PRM is loaded (:func:`run_experiment`)."""
     c = OmegaConf.to_container(cfg, resolve=True)
     ident = _without_serving({k: c.get(k) for k in IDENTITY_KEYS})
+    # a rebuilt or retrained policy under the same name (the toy world after a change to its
+    # task or recipe) makes other results: its weights are part of what a result means
+    model = (c.get("policy") or {}).get("model")
+    if model:
+        ident["policy_weights"] = checkpoint_fingerprint(_policy_model_path(model))
     if c.get("prm") is not None:  # a retrained PRM under the same name makes other results
         from prm.toy import resolve_prm_model
 
         ident["prm_weights"] = checkpoint_fingerprint(resolve_prm_model(c["prm"]["model"], train=False))
     return ident
+
+
+def _policy_model_path(model: str) -> str:
+    """Where the policy's weights are; for ``toy``, the cache entry of the current build
+    recipe, built or not (nothing is built here)."""
+    if model == "toy":
+        from itc.toy.build import policy_entry
+
+        return str(policy_entry())
+    return model
 
 
 def _without_serving(ident: dict[str, Any]) -> dict[str, Any]:
@@ -266,7 +281,7 @@ def run_experiment(
             from prm.scoring import build_prm
 
             prm = build_prm(cfg.prm, seed=cfg.seed)  # a toy PRM is trained here if it must be
-            ident = _identity(cfg)  # with the weights now loaded
+        ident = _identity(cfg)  # with the weights now built and loaded
         truncated = _check_prompts(policy, todo)  # fails before any work if one cannot fit
         batch_size = int(cfg.get("batch_size", 64))
         failed: list[tuple[Problem, Exception]] = []

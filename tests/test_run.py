@@ -441,3 +441,32 @@ def test_a_sweep_over_prm_knobs_lands_in_distinct_folders(tmp_path, trained_prm)
     assert len(found) == 2 and found[0].parent != found[1].parent
     widths = sorted(json.loads((p.parent / "run_config.json").read_text())["strategy"]["beam_width"] for p in found)
     assert widths == [1, 2]
+
+
+def test_a_rebuilt_toy_policy_makes_other_results(tmp_path, monkeypatch):
+    """The policy's weights are part of a run's identity: results made with the toy policy of
+    an older task or recipe are not resumed as if they were the current one's, and working
+    the identity out builds nothing."""
+    from omegaconf import OmegaConf
+
+    import itc.toy.build
+    from itc.cache import checkpoint_fingerprint
+    from itc.runner import _check_resume, _identity
+
+    def no_building(*args, **kwargs):
+        raise AssertionError("the identity built a model")
+
+    monkeypatch.setenv("ITC_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(itc.toy.build, "build_checked", no_building)
+    cfg = OmegaConf.create({"policy": {"name": "toy", "model": "toy"}, "dataset": {"name": "toy"},
+                            "strategy": {"name": "majority"}, "seed": 0})
+    entry = itc.toy.build.policy_entry()
+    assert _identity(cfg)["policy_weights"] == checkpoint_fingerprint(str(entry))
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "run_config.json").write_text(json.dumps({**_identity(cfg), "policy_weights": "an older world"}))
+    (run_dir / "results.jsonl").write_text('{"problem_id": "a"}\n')
+    with pytest.raises(ConfigMismatchError, match="policy_weights"):
+        _check_resume(run_dir, cfg)
+    (run_dir / "run_config.json").write_text(json.dumps(_identity(cfg)))
+    _check_resume(run_dir, cfg)  # the same weights resume
