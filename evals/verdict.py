@@ -9,8 +9,9 @@ under its configured selection:
 - a verifier pays beyond voting: PRM best-of-n >= majority@n + 5 points;
 - searching pays: beam search@n > majority@n.
 
-Prints one line per fact (the figures, then "yes" or "NO") and exits 0 either way: a
-verdict is a report, not a test. A fact whose runs are missing says so.
+Prints one line per fact (the figures with their 95% intervals from ``metrics.json``, then
+"yes" or "NO") and exits 0 either way: a verdict is a report, not a test. A fact whose runs
+are missing says so. The paired intervals of the differences are in the sweep's report.md.
 """
 
 from __future__ import annotations
@@ -29,25 +30,31 @@ FACTS = (
 )
 
 
-def accuracy_at(metrics: Sequence[dict[str, Any]], strategy: str, n: int) -> float | None:
-    """The accuracy of ``strategy`` at budget ``n`` (greedy at any n: it has one), or None."""
+def run_at(metrics: Sequence[dict[str, Any]], strategy: str, n: int) -> dict[str, Any] | None:
+    """The metrics of ``strategy`` at budget ``n`` (greedy at any n: it has one), or None."""
     for m in metrics:
         if m.get("strategy") == strategy and (strategy == "greedy" or m.get("n") == n):
-            return float(m["accuracy"])
+            return m
     return None
+
+
+def _ci(m: dict[str, Any]) -> str:
+    ci = m.get("accuracy_ci")
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
 
 
 def verdict(metrics: Sequence[dict[str, Any]], n: int) -> list[dict[str, Any]]:
     """One entry per fact: the two accuracies, the difference in points and whether it holds."""
     out = []
     for name, strategy, reference, margin, inclusive in FACTS:
-        a, b = accuracy_at(metrics, strategy, n), accuracy_at(metrics, reference, n)
+        ma, mb = run_at(metrics, strategy, n), run_at(metrics, reference, n)
         entry: dict[str, Any] = {"fact": name, "strategy": strategy, "reference": reference, "margin": margin}
-        if a is None or b is None:
+        if ma is None or mb is None:
             entry["holds"] = None
         else:
+            a, b = float(ma["accuracy"]), float(mb["accuracy"])
             diff = round(100 * (a - b), 1)
-            entry.update(accuracy=a, reference_accuracy=b, difference=diff)
+            entry.update(accuracy=a, reference_accuracy=b, difference=diff, ci=_ci(ma), reference_ci=_ci(mb))
             entry["holds"] = diff >= margin if inclusive else diff > margin
         out.append(entry)
     return out
@@ -64,7 +71,7 @@ def format_verdict(entries: Sequence[dict[str, Any]], n: int) -> str:
             lines.append(f"- {e['fact']}: not measured ({label} or {ref} is missing from the sweep)")
             continue
         lines.append(
-            f"- {e['fact']}: {label} {e['accuracy']:.3f} vs {ref} {e['reference_accuracy']:.3f} "
+            f"- {e['fact']}: {label} {e['accuracy']:.3f}{e['ci']} vs {ref} {e['reference_accuracy']:.3f}{e['reference_ci']} "
             f"({e['difference']:+.1f} points; wanted {label} {want}): {'yes' if e['holds'] else 'NO'}"
         )
     return "\n".join(lines)
