@@ -179,6 +179,21 @@ class RunSchema:
     name: str = rule("default", nonempty=True)
 
 
+@dataclass
+class GatewaySchema:
+    """``configs/gateway.yaml``'s ``gateway`` block (docs/gateway.md)."""
+
+    host: str = rule("127.0.0.1", nonempty=True)
+    port: int = rule(8000, ge=0, le=65535)
+    model_name: str = rule("itc", nonempty=True)
+    max_n: int = rule(64, ge=1)
+    max_tokens: int = rule(4096, ge=1)
+    max_concurrent: int = rule(64, ge=1)
+    max_queue: int = rule(256, ge=0)
+    batch_window_ms: float = rule(50, ge=0)
+    log_prompts: bool = False
+
+
 GROUPS: dict[str, type] = {"policy": PolicySchema, "prm": PRMSchema, "dataset": DatasetSchema}
 
 _TYPE_NAMES = {int: "an integer", float: "a number", str: "a string", bool: "true or false"}
@@ -313,16 +328,32 @@ def validate_run_config(cfg: DictConfig | dict[str, Any]) -> None:
     _raise(errors)
 
 
+def validate_gateway_config(cfg: DictConfig | dict[str, Any]) -> None:
+    """Check an ``itc-gateway`` config: ``n``, ``seed``, the groups and the ``gateway`` block."""
+    c = _container(cfg)
+    errors = check(RunSchema, {k: c[k] for k in ("n", "seed") if k in c}, "")
+    n = (c.get("strategy") or {}).get("n")
+    if not any(e.startswith("n=") for e in errors) and not (_type_ok(int, n) and n >= 1):
+        errors.append(f"strategy.n={_show(n)}: expected an integer (>= 1)")
+    for group, schema in {"policy": PolicySchema, "prm": PRMSchema, "strategy": StrategySchema}.items():
+        if c.get(group) is not None:
+            errors += check(schema, c[group], group)
+    errors += check(GatewaySchema, c.get("gateway"), "gateway")
+    _raise(errors)
+
+
 __all__ = [
     "AGGREGATIONS",
     "BACKENDS",
     "ConfigError",
     "DatasetSchema",
+    "GatewaySchema",
     "PRMSchema",
     "PolicySchema",
     "RunSchema",
     "StrategySchema",
     "check",
+    "validate_gateway_config",
     "validate_groups",
     "validate_run_config",
 ]

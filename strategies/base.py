@@ -52,11 +52,15 @@ class Strategy(ABC):
             raise ValueError(f"strategy n must be at least 1, got {n}")
         self.n = n
 
-    def run(self, problems: Sequence[Problem], policy: Policy, prm: Any = None) -> list[StrategyResult]:
-        """Solve a batch of problems; one result per problem, in order."""
+    def run(
+        self, problems: Sequence[Problem], policy: Policy, prm: Any = None, meter: Meter | None = None
+    ) -> list[StrategyResult]:
+        """Solve a batch of problems; one result per problem, in order. ``meter``: the
+        :class:`Meter` to make every call through (one per batch; default a plain one), for a
+        caller that watches or steers the calls, as ``itc-gateway`` does."""
         if self.needs_prm:
             require_prm(prm, self.name)
-        meter = Meter(len(problems))
+        meter = Meter(len(problems)) if meter is None else meter
         found = self.search(problems, policy, prm, meter)
         results = []
         for problem, f, usage in zip(problems, found, meter.usage, strict=True):
