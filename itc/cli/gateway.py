@@ -72,19 +72,25 @@ def check_bind(host: str, port: int, api_key: str | None) -> None:
         raise InputError(f"cannot listen on {host}:{port} (--host, --port): {e.strerror or e}") from None
 
 
-def build_gateway(cfg: DictConfig, api_key: str | None = None, policy=None, prm=None):
-    """The gateway of ``cfg``: settings checked first, then the policy and PRM built as
-    ``itc-run`` builds them (unless given)."""
-    from itc.cli.gateway_app import Gateway
+def check_config(cfg: DictConfig, has_prm: bool = False) -> None:
+    """The settings and the default strategy's own checks (a PRM where it needs one)."""
     from itc.config_schema import validate_gateway_config
-    from itc.policy import build_policy
     from strategies import build_strategy
     from strategies.base import require_prm
 
     validate_gateway_config(cfg)
-    strategy = build_strategy(cfg.strategy)  # the default strategy's own checks
-    if strategy.needs_prm and prm is None and cfg.get("prm") is None:
+    strategy = build_strategy(cfg.strategy)
+    if strategy.needs_prm and not has_prm and cfg.get("prm") is None:
         require_prm(None, strategy.name)
+
+
+def build_gateway(cfg: DictConfig, api_key: str | None = None, policy=None, prm=None):
+    """The gateway of ``cfg``: settings checked first, then the policy and PRM built as
+    ``itc-run`` builds them (unless given)."""
+    from itc.cli.gateway_app import Gateway
+    from itc.policy import build_policy
+
+    check_config(cfg, has_prm=prm is not None)
     if policy is None:
         policy = build_policy(cfg.policy, seed=cfg.seed)
     if prm is None and cfg.get("prm") is not None:
@@ -97,9 +103,7 @@ def build_gateway(cfg: DictConfig, api_key: str | None = None, policy=None, prm=
 @hydra.main(version_base="1.3", config_path="pkg://configs", config_name="gateway")
 def _app(cfg: DictConfig) -> None:
     with cli_errors(PROG):
-        from itc.config_schema import validate_gateway_config
-
-        validate_gateway_config(cfg)
+        check_config(cfg)  # before anything is loaded
         api_key = _api_key or os.environ.get(API_KEY_ENV) or None
         host, port = str(cfg.gateway.host), int(cfg.gateway.port)
         check_bind(host, port, api_key)
