@@ -101,7 +101,7 @@ class StrategyCatalog:
         if "n" in itc:
             n, n_param = itc["n"], "itc.n"
         base = self.entries[name]
-        settings = {**base, "n": self.n if name != self.default_name else base["n"]}
+        settings = {**base, "n": self.n if base["n"] == "${n}" else base["n"]}  # greedy's is 1
         if n is not None:
             if not isinstance(n, int) or isinstance(n, bool) or n < 1:
                 raise _bad(n_param, f"{n!r}: expected an integer (>= 1)")
