@@ -215,6 +215,8 @@ BAD = [
     ({"model": "itc", "messages": [{"role": "user", "content": "1+1"}], "max_tokens": 10**6},
      "max_tokens: 1000000 is over the limit gateway.max_tokens=4096"),
     ({"model": "itc", "messages": [{"role": "user", "content": "1+1"}], "n": 3}, "n: one choice per request"),
+    ({"model": "itc", "messages": [{"role": "user", "content": "1+" * 1000}]},
+     "but policy 'toy' has a context of 1024 tokens"),
 ]
 
 
