@@ -93,6 +93,8 @@ class StrategyCatalog:
                 n, n_param = int(n_text), "model"
         name = itc.get("strategy", name) or self.default_name
         param = "itc.strategy" if "strategy" in itc else "model"
+        if not isinstance(name, str):
+            raise _bad(param, f"{name!r}: expected a strategy name among {', '.join(self.served())}")
         if name not in self.entries:
             raise _bad(param, f"unknown strategy {name!r}; allowed: {', '.join(self.served())}")
         if not self.has_prm and self._needs_prm[name]:
@@ -110,10 +112,15 @@ class StrategyCatalog:
             settings["n"] = n
         allowed = sorted(k for k in base if k not in ("_target_", "name", "n"))
         given = {k: v for k, v in itc.items() if k not in RESERVED}
-        for key in given:
+        for key, value in given.items():
             if key not in allowed:
                 raise _bad(f"itc.{key}", f"not a setting of strategy {name!r}; allowed: "
                            f"{', '.join([*RESERVED, *allowed])}")
+            # plain values only: a mapping could name a class for Hydra to instantiate, and
+            # "${...}" is an OmegaConf interpolation (an environment variable, say)
+            if not isinstance(value, (str, int, float, bool, type(None))) or "${" in str(value):
+                raise _bad(f"itc.{key}", f"{json.dumps(value)}: expected a number, a string, true, "
+                           "false or null (no interpolation)")
         if temperature is not None and "temperature" in allowed and "temperature" not in given:
             given["temperature"] = temperature
         if isinstance(given.get("selection"), str) and "/" in given["selection"]:
