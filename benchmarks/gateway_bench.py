@@ -1,7 +1,7 @@
 """The gateway under 64 concurrent clients against ``itc-run`` on the same problems.
 
     python benchmarks/gateway_bench.py [--problems 64] [--n 16] [--strategies best_of_n,beam_search]
-                                       [--prm toy] [--seed 0] [--no-log] [OVERRIDE ...]
+                                       [--prm toy] [--seed 0] [--repeats 1] [--no-log] [OVERRIDE ...]
 
 Embedded-world problems (held-out split, the first ``--problems``), the toy policy on vLLM
 and a PRM (``--prm``, a configs/prm entry), both engines started once and shared by both
@@ -14,7 +14,8 @@ arms, and warmed up before timing. For each strategy, at budget ``--n``:
   ``openai`` async client; wall time from the first request sent to the last answer, and
   each request's latency.
 
-Each arm starts from empty prefix caches in both engines. Reports wall times, their ratio
+Each arm starts from empty prefix caches in both engines; the arms alternate ``--repeats``
+times and the median wall times are reported. Reports wall times, their ratio
 (``throughput_vs_itc_run``: itc-run's time over the gateway's; 1.0 is no overhead), p50 and p95 request latency, the number of
 strategy batches the gateway ran and each arm's accuracy; the last line is JSON. The
 figures go to the results log (``docs/results/``) unless ``--no-log``. Trailing Hydra
@@ -46,6 +47,7 @@ def main() -> None:
     ap.add_argument("--strategies", default="best_of_n,beam_search")
     ap.add_argument("--prm", default="toy", help="configs/prm entry (default: toy)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--repeats", type=int, default=1, help="timed runs of each arm, alternating (median reported)")
     ap.add_argument("--no-log", action="store_true", help="print only; write no results-log entry")
     ap.add_argument("overrides", nargs="*", help="Hydra overrides for both arms")
     args = ap.parse_args()
@@ -105,26 +107,33 @@ def main() -> None:
             run_experiment(compose_limit(run_cfgs[strategy], 2), tmp, policy=policy, prm=prm)
         asyncio.run(clients(strategy, problems[:2]))
 
-        cold()
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            metrics = run_experiment(run_cfgs[strategy], tmp, policy=policy, prm=prm)
-            run_seconds = time.perf_counter() - t0
-        print(f"{strategy}: itc-run {run_seconds:.1f} s, accuracy {metrics['accuracy']:.3f}", flush=True)
-
-        cold()
-        batches = gateway.batcher.stats.batches
-        wall, latencies, responses = asyncio.run(clients(strategy, problems))
-        batches = gateway.batcher.stats.batches - batches
-        correct = sum(answers_equivalent(r.choices[0].itc["answer"], p.answer) for r, p in zip(responses, problems))
+        runs: dict[str, list] = {"itc_run": [], "gateway": []}
+        for k in range(args.repeats):
+            cold()
+            with tempfile.TemporaryDirectory() as tmp:
+                t0 = time.perf_counter()
+                metrics = run_experiment(run_cfgs[strategy], tmp, policy=policy, prm=prm)
+                runs["itc_run"].append((time.perf_counter() - t0, metrics["accuracy"]))
+            cold()
+            before = len(gateway.batcher.stats.batch_sizes)
+            wall, latencies, responses = asyncio.run(clients(strategy, problems))
+            sizes = gateway.batcher.stats.batch_sizes[before:]
+            correct = sum(answers_equivalent(r.choices[0].itc["answer"], p.answer) for r, p in zip(responses, problems))
+            runs["gateway"].append((wall, correct / len(problems), latencies, sizes))
+            print(f"{strategy} run {k + 1}: itc-run {runs['itc_run'][-1][0]:.1f} s, gateway {wall:.1f} s "
+                  f"(batches of {sizes})", flush=True)
+        run_seconds = statistics.median(t for t, _ in runs["itc_run"])
+        wall = statistics.median(r[0] for r in runs["gateway"])
+        latencies = [x for r in runs["gateway"] for x in r[2]]
         row = {
-            "strategy": strategy, "n": args.n, "problems": len(problems),
+            "strategy": strategy, "n": args.n, "problems": len(problems), "repeats": args.repeats,
             "itc_run_seconds": round(run_seconds, 2), "gateway_seconds": round(wall, 2),
             "throughput_vs_itc_run": round(run_seconds / wall, 3),
             "p50_seconds": round(statistics.median(latencies), 2),
             "p95_seconds": round(_percentile(latencies, 0.95), 2),
-            "gateway_batches": batches,
-            "itc_run_accuracy": round(metrics["accuracy"], 4), "gateway_accuracy": round(correct / len(problems), 4),
+            "gateway_batches": " ".join("+".join(map(str, r[3])) for r in runs["gateway"]),
+            "itc_run_accuracy": round(statistics.mean(a for _, a in runs["itc_run"]), 4),
+            "gateway_accuracy": round(statistics.mean(r[1] for r in runs["gateway"]), 4),
         }
         print(json.dumps(row), flush=True)
         rows.append(row)
@@ -148,14 +157,18 @@ def compose_limit(cfg, limit: int):
 
 def entry_body(rows: list[dict], args: argparse.Namespace) -> str:
     """The figures as a results-log body (Markdown): one row per strategy."""
-    head = ["strategy", "n", "problems", "itc_run_seconds", "gateway_seconds", "throughput_vs_itc_run", "p50_seconds",
-            "p95_seconds", "gateway_batches", "itc_run_accuracy", "gateway_accuracy"]
+    head = ["strategy", "n", "problems", "repeats", "itc_run_seconds", "gateway_seconds", "throughput_vs_itc_run",
+            "p50_seconds", "p95_seconds", "gateway_batches", "itc_run_accuracy", "gateway_accuracy"]
     return "\n".join([
-        f"Toy policy on vLLM, PRM `{args.prm}`, seed {args.seed}; both arms on the same engines, each from "
-        "empty prefix caches. The gateway arm sends every problem at once, one request each (openai async "
-        "client); throughput_vs_itc_run = itc-run wall time / gateway wall time (target: at least 0.8; "
-        "itc-run's time includes grading and writing records; the arms sample with different seeds, since a "
-        "request's seed key is its prompt's hash). One timed run per arm on a shared machine.",
+        (
+            f"Toy policy on vLLM, PRM `{args.prm}`, seed {args.seed}; both arms on the same engines, each "
+            "from empty prefix caches. The gateway arm sends every problem at once, one request each (openai "
+            "async client); throughput_vs_itc_run = itc-run wall time / gateway wall time (target: at least "
+            "0.8; itc-run's time includes grading and writing records; the arms sample with different seeds, "
+            "since a request's seed key is its prompt's hash). Wall times: medians of `repeats` alternating "
+            "runs on a shared machine; p50/p95 over every request of every run; gateway_batches: the batch "
+            "sizes of each run."
+        ),
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),

@@ -19,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
 from importlib import resources
-from typing import Any
+from typing import Any, ClassVar
 
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, StreamingResponse
@@ -42,7 +42,7 @@ _SHARED = {f.name for f in fields(StrategySchema)}
 class ApiError(Exception):
     """An error answer: HTTP ``status`` with OpenAI's error body."""
 
-    TYPES = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error", 502: "backend_error"}
+    TYPES: ClassVar[dict[int, str]] = {400: "invalid_request_error", 401: "authentication_error", 429: "rate_limit_error", 502: "backend_error"}
 
     def __init__(self, status: int, message: str, param: str | None = None) -> None:
         super().__init__(message)
@@ -498,4 +498,4 @@ async def _disconnected(request: Any) -> None:
             return
 
 
-__all__ = ["ApiError", "Gateway", "LOCAL_HOSTS", "StrategyCatalog", "create_app", "parse_request", "usage_of"]
+__all__ = ["LOCAL_HOSTS", "ApiError", "Gateway", "StrategyCatalog", "create_app", "parse_request", "usage_of"]

@@ -23,10 +23,10 @@ import queue
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from typing import Any, Iterator
+from typing import Any
 
 from omegaconf import OmegaConf
 
@@ -98,7 +98,7 @@ class GatewayMeter(Meter):
     """A :class:`Meter` that reports each request's progress after every call and sends no
     work for requests that were cancelled."""
 
-    def __init__(self, jobs: Sequence[Job], stats: "Stats") -> None:
+    def __init__(self, jobs: Sequence[Job], stats: Stats) -> None:
         super().__init__(len(jobs))
         self.jobs = list(jobs)
         self.stats = stats
@@ -182,6 +182,7 @@ class Stats:
     policy_calls: int = 0
     prm_calls: int = 0
     largest_batch: int = 0
+    batch_sizes: list = field(default_factory=list)  # of the last RECENT batches
     cancelled: int = 0
     rejected: int = 0  # 429
     failed: int = 0  # 502
@@ -286,7 +287,7 @@ class Batcher:
             for group in groups.values():
                 try:
                     self._run_group(group)
-                except Exception as e:  # noqa: BLE001 - the worker must outlive any batch
+                except Exception as e:  # the worker must outlive any batch
                     log.exception("batch failed")
                     for job in group:
                         job.fail(e)
@@ -374,6 +375,7 @@ class Batcher:
         self.stats.policy_calls += meter.policy_calls
         self.stats.prm_calls += meter.prm_calls
         self.stats.largest_batch = max(self.stats.largest_batch, size)
+        self.stats.batch_sizes = [*self.stats.batch_sizes[-RECENT + 1 :], size]
 
 
 __all__ = ["Batcher", "GatewayMeter", "Job", "QueueFull", "Stats", "StrategyResult", "request_problem_id"]
