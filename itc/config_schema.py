@@ -191,6 +191,7 @@ class GatewaySchema:
     max_concurrent: int = rule(64, ge=1)
     max_queue: int = rule(256, ge=0)
     batch_window_ms: float = rule(50, ge=0)
+    batch_max_wait_ms: float = rule(1000, ge=0)
     log_prompts: bool = False
 
 

@@ -35,7 +35,7 @@ def gateway(vllm_policy, vllm_prm):
     from itc.cli.gateway import build_gateway
     from itc.cli.gateway_app import create_app
 
-    cfg = compose_app("gateway", [*VLLM_TEST_OVERRIDES, "gateway.batch_window_ms=300", "gateway.max_n=16"])
+    cfg = compose_app("gateway", [*VLLM_TEST_OVERRIDES, "gateway.batch_window_ms=200", "gateway.max_n=16"])
     gw = build_gateway(cfg, api_key=KEY, policy=vllm_policy, prm=vllm_prm)
     server = uvicorn.Server(uvicorn.Config(create_app(gw), host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
@@ -174,6 +174,18 @@ def test_32_concurrent_requests_share_few_batches_and_engine_calls(gateway, toy_
     assert len(responses) == 32 and all(r.choices[0].itc["n"] == 2 for r in responses)
     batches, calls = stats.batches - before[0], stats.policy_calls - before[1]
     assert batches <= 3 and calls <= 3, (batches, calls)  # majority: one engine call per batch
+
+
+@pytest.mark.vllm
+def test_the_log_names_requests_by_id_and_never_their_prompt(gateway, toy_problems, caplog):
+    import logging
+
+    problem = toy_problems[8].problem
+    with caplog.at_level(logging.INFO, logger="itc.gateway"):
+        r = _client(gateway).chat.completions.create(**_ask(problem, "majority"))
+    text = "\n".join(rec.getMessage() for rec in caplog.records if rec.name == "itc.gateway")
+    assert f"request {r.choices[0].itc['request_id']}: done" in text
+    assert problem not in text
 
 
 def test_models_lists_the_default_and_every_strategy(gateway):

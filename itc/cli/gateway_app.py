@@ -163,7 +163,7 @@ class Gateway:
         )
         self.batcher = Batcher(
             policy, prm, int(g.max_concurrent), int(g.max_queue), float(g.batch_window_ms) / 1000,
-            bool(g.log_prompts),
+            float(g.batch_max_wait_ms) / 1000, bool(g.log_prompts),
         )
 
     def close(self) -> None:

@@ -1,8 +1,9 @@
 """The gateway's batching: concurrent requests gathered into strategy batches, solved on one
 worker thread, with progress reports and cancellation at the next step.
 
-Requests (:class:`Job`) wait in a queue. The worker takes the first, waits up to the batch
-window for others to join (up to ``max_concurrent``), groups them by strategy settings and
+Requests (:class:`Job`) wait in a queue. The worker takes the first and lets others join
+while they keep coming (until none has arrived for the batch window, or the first has
+waited ``max_wait_s``, up to ``max_concurrent``), groups them by strategy settings and
 ``max_tokens``, and runs each group as one batch through ``strategy.run``, the same call
 ``itc-run`` makes for a batch of problems. Each request's samples are seeded by its own
 problem id (:func:`request_problem_id`), so its answer does not depend on its batch.
@@ -222,10 +223,12 @@ class Batcher:
         max_concurrent: int,
         max_queue: int,
         window_s: float,
+        max_wait_s: float,
         log_prompts: bool = False,
     ) -> None:
         self.policy, self.prm = policy, prm
-        self.max_concurrent, self.max_queue, self.window_s = max_concurrent, max_queue, window_s
+        self.max_concurrent, self.max_queue = max_concurrent, max_queue
+        self.window_s, self.max_wait_s = window_s, max_wait_s
         self.log_prompts = log_prompts
         self.stats = Stats()
         self._queue: queue.Queue[Job | None] = queue.Queue()
@@ -262,17 +265,23 @@ class Batcher:
             self._in -= len(jobs)
 
     def _gather(self, first: Job) -> tuple[list[Job], bool]:
+        """``first`` and the jobs that join it: until none has arrived for the window, the
+        first has waited ``max_wait_s``, or the batch is full. Jobs that queued while the
+        last batch ran are taken at once."""
         jobs, stop = [first], False
-        deadline = first.arrived + self.window_s
+        last = max(first.arrived, time.monotonic() - self.window_s)
         while len(jobs) < self.max_concurrent:
+            now = time.monotonic()
+            wait = min(last + self.window_s, first.arrived + self.max_wait_s) - now
             try:
-                job = self._queue.get(timeout=max(deadline - time.monotonic(), 0) or 1e-4)
+                job = self._queue.get(timeout=wait) if wait > 0 else self._queue.get_nowait()
             except queue.Empty:
                 break
             if job is None:
                 stop = True
                 break
             jobs.append(job)
+            last = job.arrived
         return jobs, stop
 
     def _work(self) -> None:
