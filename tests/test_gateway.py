@@ -229,7 +229,7 @@ BAD = [
     ({"model": "itc", "messages": [{"role": "user", "content": "1+1"}], "max_tokens": 10**6},
      "max_tokens: 1000000 is over the limit gateway.max_tokens=4096"),
     ({"model": "itc", "messages": [{"role": "user", "content": "1+1"}], "n": 3}, "n: one choice per request"),
-    ({"model": "itc", "messages": [{"role": "user", "content": "1+" * 1000}]},
+    ({"model": "itc", "messages": [{"role": "user", "content": "Start at 5 and do A+1. " * 100}]},
      "but policy 'toy' has a context of 1024 tokens"),
 ]
 
