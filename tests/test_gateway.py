@@ -259,18 +259,56 @@ def test_missing_or_wrong_api_key_gets_401(gateway):
         _client(gateway, key="wrong").models.list()
 
 
+class Gate:
+    """Holds the policy's calls after the first ``free`` until opened: a request that stays
+    in flight as long as a test needs."""
+
+    def __init__(self) -> None:
+        self.close()
+
+    def close(self, free: int = 0) -> None:
+        self.calls, self.free, self.opened = 0, free, threading.Event()
+
+    def open(self) -> None:
+        self.opened.set()
+
+    def wrap(self, generate):
+        def gated(*args, **kwargs):
+            self.calls += 1
+            if self.calls > self.free:
+                assert self.opened.wait(timeout=300), "the gate was never opened"
+            return generate(*args, **kwargs)
+
+        return gated
+
+
+@pytest.fixture
+def gate(vllm_policy, monkeypatch):
+    g = Gate()
+    monkeypatch.setattr(vllm_policy, "generate", g.wrap(vllm_policy.generate))
+    yield g
+    g.open()
+
+
+def _until(condition, what: str) -> None:
+    deadline = time.monotonic() + 300
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.05)
+
+
 @pytest.mark.vllm
-def test_a_full_gateway_answers_429(gateway, toy_problems):
+def test_a_full_gateway_answers_429(gateway, toy_problems, gate):
     b = gateway.batcher
     limits = (b.max_concurrent, b.max_queue)
     b.max_concurrent, b.max_queue = 1, 0
     try:
         with httpx.stream("POST", gateway.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
-                          json=_body(toy_problems[5].problem, "beam_search", n=8), timeout=120) as held:
-            next(held.iter_lines())  # its search has begun: the one place is taken
-            r = _post(gateway, _ask("1+1", "majority"))
+                          json=_body(toy_problems[5].problem, "beam_search", n=8), timeout=120):
+            r = _post(gateway, _ask("1+1", "majority"))  # the one place is taken
             assert r.status_code == 429, r.text
             assert "gateway.max_queue=0" in r.json()["error"]["message"]
+            gate.open()
     finally:
         b.max_concurrent, b.max_queue = limits
 
@@ -289,36 +327,35 @@ def test_a_backend_failure_gets_502_and_the_gateway_serves_on(gateway, vllm_poli
     assert _client(gateway).chat.completions.create(**_ask("2+2", "majority")).choices[0].message.content
 
 
-def _wait_for(gw, request_id: str, status: str) -> dict:
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline:
-        got = gw.batcher.stats.recent.get(request_id, {})
-        if got.get("status") == status:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"request {request_id}: {gw.batcher.stats.recent.get(request_id)}")
-
-
 @pytest.mark.vllm
-def test_a_client_that_disconnects_has_its_work_dropped_at_the_next_step(gateway, toy_problems):
-    problem = toy_problems[6].problem
+def test_a_client_that_disconnects_has_its_work_dropped_at_the_next_step(gateway, toy_problems, gate):
+    stats = gateway.batcher.stats
+    problem = max(toy_problems[:20], key=lambda p: p.level).problem  # a long search
+    gate.open()
     full = _client(gateway).chat.completions.create(**_ask(problem, "beam_search", n=8))
-    full_steps = _wait_for(gateway, full.choices[0].itc["request_id"], "done")["steps"]
-    cancelled = gateway.batcher.stats.cancelled
-    # a streaming client that leaves after the first progress report
+    full_steps = stats.recent[full.choices[0].itc["request_id"]]["steps"]
+    gone, cancelled = stats.disconnected, stats.cancelled
+
+    # the same request from a streaming client that leaves after the first progress report;
+    # the policy's second call waits until the gateway has seen it leave
+    gate.close(free=1)
     with httpx.stream("POST", gateway.url + "/v1/chat/completions", headers={"Authorization": f"Bearer {KEY}"},
                       json=_body(problem, "beam_search", n=8), timeout=120) as r:
         first = json.loads(next(line for line in r.iter_lines() if line.startswith("data: "))[6:])
     rid = first["id"].removeprefix("chatcmpl-")
-    assert _wait_for(gateway, rid, "cancelled")["steps"] < full_steps
+    _until(lambda: stats.disconnected == gone + 1, "the gateway saw the client leave")
+    gate.open()
+    _until(lambda: stats.recent.get(rid, {}).get("status") == "cancelled", "the request was cancelled")
+    assert stats.recent[rid]["steps"] < full_steps
+    assert stats.cancelled == cancelled + 1
+
     # a client that stops waiting for a plain answer
+    gate.close()
     with pytest.raises(httpx.ReadTimeout):
         _post(gateway, _ask(toy_problems[7].problem, "beam_search", n=8), timeout=0.5)
-    deadline = time.monotonic() + 300
-    while gateway.batcher.stats.cancelled < cancelled + 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert gateway.batcher.stats.cancelled == cancelled + 2
-    # and the gateway serves on
+    _until(lambda: stats.disconnected == gone + 2, "the gateway saw the plain client leave")
+    gate.open()
+    _until(lambda: stats.cancelled == cancelled + 2, "the plain request was cancelled")
     assert _client(gateway).chat.completions.create(**_ask("3+4", "majority")).choices[0].message.content is not None
 
 

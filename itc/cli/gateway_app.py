@@ -338,9 +338,13 @@ class _Request:
         return ("chatcmpl-" if self.chat else "cmpl-") + self.id
 
     def cancel(self) -> None:
-        for job in self.jobs:
-            if not job.future.done():
-                job.cancelled.set()
+        """Drop the work left (the client went away)."""
+        left = [job for job in self.jobs if not job.future.done()]
+        if left:
+            self.gateway.batcher.stats.disconnected += 1
+            log.info("request %s: its client went away", self.id)
+        for job in left:
+            job.cancelled.set()
 
     async def results(self) -> list[StrategyResult]:
         try:

@@ -184,7 +184,8 @@ class Stats:
     prm_calls: int = 0
     largest_batch: int = 0
     batch_sizes: list = field(default_factory=list)  # of the last RECENT batches
-    cancelled: int = 0
+    disconnected: int = 0  # requests whose client left before the answer
+    cancelled: int = 0  # problems whose work was dropped for it
     rejected: int = 0  # 429
     failed: int = 0  # 502
     recent: OrderedDict = field(default_factory=OrderedDict)
