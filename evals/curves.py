@@ -30,7 +30,6 @@ from itc.results import (
     CONFIG_FILE,
     METRICS_FILE,
     RESULTS_FILE,
-    ResultsStore,
     flatten,
     read_json,
     read_results,

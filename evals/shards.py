@@ -19,6 +19,13 @@ from itc.results import PLAN_FILE, ResultsStore, read_json, summarize
 from itc.shard import parse_shard
 
 _SUFFIX = re.compile(r"-shard\d+of\d+$")
+# Metrics that depend on how the work was batched and timed, not on the results: wall time,
+# and the tokens the engines computed (prefix-cache hits depend on which problems share a
+# batch). A merged run equals the unsharded run in every other key of its metrics.json.
+BATCH_DEPENDENT = (
+    "wall_seconds", "prompt_tokens_computed", "prm_tokens_computed", "scoring_prm_tokens_computed",
+    "policy_flops", "prm_flops", "flops_per_problem",
+)
 # keys of a run's identity that may differ between the shards of one run
 _PER_SHARD = {"shard"}
 

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from evals.curves import collect_metrics, labels, markdown_table
-from itc.errors import InputError
 from evals.shards import run_records
+from itc.errors import InputError
 
 PROG = "python -m evals.sweep_report"
 
