@@ -130,56 +130,11 @@ def vllm_prm(trained_prm):
     return build_prm(prm_config(out, "vllm"))
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def stop_processes_of(marker: str) -> None:
-    """Kill the processes whose command line names ``marker`` and their descendants (not
-    this process or its parents), by pid."""
-    import psutil
-
-    me = {os.getpid(), *(p.pid for p in psutil.Process().parents())}
-    roots = [
-        p for p in psutil.process_iter(["cmdline"])
-        if p.pid not in me and any(marker in a for a in (p.info["cmdline"] or []))
-    ]
-    procs = {c.pid: c for r in roots for c in r.children(recursive=True)} | {r.pid: r for r in roots}
-    for p in procs.values():
-        try:
-            p.kill()
-        except psutil.NoSuchProcess:
-            pass
-    psutil.wait_procs(list(procs.values()), timeout=30)
-
-
 @pytest.fixture(scope="session")
 def ray_head():
-    """One local Ray head for the session (127.0.0.1, 2 CPUs, no dashboard), started with this
-    process's environment (its workers import this checkout); its address. Stopped at the end
-    by killing the processes it started (found by its own temporary folder), not `ray stop`,
-    which would stop every Ray instance on the machine."""
-    import shutil
-    import subprocess
-    import sys
+    """One local Ray head for the session (127.0.0.1, 2 CPUs, no dashboard; its workers
+    import this checkout), stopped at the end; its address."""
+    from itc.cli.launchers import local_ray_head
 
-    temp = tempfile.mkdtemp(prefix="itcray", dir="/tmp")  # short: Ray's socket paths have a limit
-    port = _free_port()
-    ray = str(Path(sys.executable).with_name("ray"))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
-    cmd = [
-        ray, "start", "--head", "--num-cpus", "2", "--num-gpus", "0", "--include-dashboard=false",
-        "--node-ip-address", "127.0.0.1", "--port", str(port), "--temp-dir", temp, "--disable-usage-stats",
-    ]
-    try:
-        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        yield f"127.0.0.1:{port}"
-    finally:
-        stop_processes_of(temp)
-        shutil.rmtree(temp, ignore_errors=True)
+    with local_ray_head(num_cpus=2) as address:
+        yield address

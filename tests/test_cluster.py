@@ -20,7 +20,7 @@ from evals.curves import collect_metrics
 from evals.shards import BATCH_DEPENDENT
 from evals.sweep_status import DONE, PARTIAL, sweep_status
 from itc.results import METRICS_FILE, PLAN_FILE, RESULTS_FILE
-from tests.conftest import _free_port
+from itc.cli.launchers import _free_port
 
 ENGINE = ["policy.vllm.gpu_memory_utilization=0.04", "policy.vllm.enforce_eager=true"]
 COMMON = ["dataset.limit=8", "n=2", *ENGINE]
@@ -178,3 +178,14 @@ def test_a_launcher_without_its_extra_is_a_clear_error(tmp_path, launcher, extra
     assert f"hydra/launcher={launcher} needs the optional extra [{extra}]" in line
     assert f'pip install -e ".[{extra}]"' in line
     assert not (tmp_path / "multirun").exists()  # nothing started
+
+
+def test_a_job_that_fails_on_ray_is_reported_like_a_local_one(ray_head, tmp_path):
+    """A job's own error (here a dataset file that does not exist, before any engine starts)
+    comes back from its Ray worker as the sweep's ``itc-run: error: ...``."""
+    proc = itc_run(
+        ["-m", *RAY, f"hydra.launcher.ray.init.address={ray_head}", "strategy=greedy", "dataset=math500", "dataset.path=missing.jsonl"],
+        tmp_path,
+    )
+    line = _error_line(proc)
+    assert "missing.jsonl" in line
