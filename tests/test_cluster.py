@@ -19,8 +19,8 @@ import pytest
 from evals.curves import collect_metrics
 from evals.shards import BATCH_DEPENDENT
 from evals.sweep_status import DONE, PARTIAL, sweep_status
+from itc.cli.launchers import free_port
 from itc.results import METRICS_FILE, PLAN_FILE, RESULTS_FILE
-from itc.cli.launchers import _free_port
 
 ENGINE = ["policy.vllm.gpu_memory_utilization=0.04", "policy.vllm.enforce_eager=true"]
 COMMON = ["dataset.limit=8", "n=2", *ENGINE]
@@ -36,7 +36,7 @@ def itc_run(args: list[str], cwd: Path, env: dict[str, str] | None = None, wait:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", **(env or {})}
     if not wait:
         return subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=900)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, env=env, timeout=900, check=False)
 
 
 def merged(sweep: Path) -> dict[tuple[str, bool], dict]:
@@ -160,7 +160,7 @@ def _error_line(proc: subprocess.CompletedProcess) -> str:
 
 
 def test_an_unreachable_ray_cluster_is_a_clear_error(tmp_path):
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     proc = itc_run(["-m", *RAY, f"hydra.launcher.ray.init.address=127.0.0.1:{port}", "strategy=greedy"], tmp_path)
     line = _error_line(proc)
     assert f"cannot reach the Ray cluster at 127.0.0.1:{port}" in line
