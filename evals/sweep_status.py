@@ -21,7 +21,7 @@ from omegaconf import OmegaConf
 
 from itc.results import METRICS_FILE, PLAN_FILE, ResultsStore, read_json
 
-DONE, PARTIAL, NOT_STARTED = "done", "partial", "not started"
+DONE, PARTIAL, NOT_STARTED = "done", "partial", "not started"  # a job's states
 
 
 @dataclass
@@ -55,7 +55,8 @@ class SweepStatus:
 
     def describe(self) -> list[str]:
         """One line per problem found, naming the job."""
-        lines = [f"{self.folder}: incomplete run (no {METRICS_FILE}): {p}" for p in self.incomplete]
+        written = {j.run_dir: f" ({j.written}/{j.total if j.total is not None else '?'} problems written)" for j in self.jobs if j.state == PARTIAL}
+        lines = [f"{self.folder}: incomplete run (no {METRICS_FILE}): {p}{written.get(p, '')}" for p in self.incomplete]
         lines += [f"{self.folder}: missing run: {' '.join(o)}" for o in self.missing]
         return lines
 

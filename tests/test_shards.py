@@ -164,6 +164,7 @@ def test_sweep_status_tells_done_partial_and_not_started(tmp_path):
         (DONE, len(parts[0]), len(parts[0])), (PARTIAL, 2, len(parts[1])), (NOT_STARTED, None, None),
     ]
     assert status.incomplete == [half] and status.missing == [["strategy=majority", "shard=2/3"]]
+    assert f"incomplete run (no metrics.json): {half} (2/{len(parts[1])} problems written)" in status.describe()[0]
 
     proc = subprocess.run([sys.executable, "-m", "itc.cli.sweep_status", str(sweep)], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
