@@ -189,3 +189,19 @@ def test_a_job_that_fails_on_ray_is_reported_like_a_local_one(ray_head, tmp_path
     )
     line = _error_line(proc)
     assert "missing.jsonl" in line
+
+
+def test_the_launcher_configs_compose_for_one_gpu_per_job():
+    from hydra import compose, initialize_config_module
+
+    import itc.cli.run  # noqa: F401 - its filter of the Ray config's schema-matching warning
+
+    with initialize_config_module(config_module="configs", version_base="1.3"):
+        ray = compose(config_name="run", overrides=["hydra/launcher=ray", "hydra.launcher.ray.remote.num_cpus=2"], return_hydra_config=True)
+        slurm = compose(config_name="run", overrides=["hydra/launcher=slurm", "hydra.launcher.partition=gpu"], return_hydra_config=True)
+    launcher = ray.hydra.launcher
+    assert launcher._target_ == "hydra_plugins.itc_launchers.ray_launcher.RayLauncher"
+    assert (launcher.ray.remote.num_gpus, launcher.ray.remote.num_cpus, launcher.ray.remote.max_calls) == (1, 2, 1)
+    launcher = slurm.hydra.launcher
+    assert launcher._target_.endswith("submitit_launcher.SlurmLauncher")
+    assert (launcher.gpus_per_node, launcher.partition, launcher.tasks_per_node) == (1, "gpu", 1)
