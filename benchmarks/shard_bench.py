@@ -63,6 +63,7 @@ def main() -> None:
     shards = ",".join(f"{i}/{args.shards}" for i in range(args.shards))
 
     whole_dir = out / "whole"
+    load = [os.getloadavg()[0]]  # other work on the machine slows both arms
     single = run(["name=bench", f"hydra.run.dir={whole_dir}", *common], out)
     head = nullcontext(args.address) if args.address else local_ray_head(num_cpus=args.parallel)
     with head as address:
@@ -71,7 +72,9 @@ def main() -> None:
             "hydra.launcher.ray.remote.num_gpus=0", "hydra.launcher.ray.remote.num_cpus=1",
             f"hydra.sweeper.max_batch_size={args.parallel}", f"shard={shards}", *common,
         ]
+        load.append(os.getloadavg()[0])
         sharded = run(ray_args, out)
+    load.append(os.getloadavg()[0])
 
     whole = read_json(whole_dir / "metrics.json")
     (merged,) = collect_metrics([out / "multirun" / "bench"])
@@ -88,7 +91,7 @@ def main() -> None:
         "metrics_keys_compared": len(keys), "metrics_keys_differing": differ,
         "records_identical": same_records,
         "single_process_s": round(single, 1), "ray_sharded_s": round(sharded, 1),
-        "ratio": round(sharded / single, 2), "cpus": os.cpu_count(),
+        "ratio": round(sharded / single, 2), "cpus": os.cpu_count(), "load_average": [round(x, 1) for x in load],
     }
     print(f"single process: {single:.1f} s; {args.shards} shards on Ray, {args.parallel} at a time: "
           f"{sharded:.1f} s ({sharded / single:.2f}x)")
@@ -106,7 +109,9 @@ def main() -> None:
             f"| one process, basic launcher | {single:.1f} | {whole['accuracy']:.4f} |\n"
             f"| {args.shards} shards as Ray tasks, {args.parallel} at a time, 1 CPU each | {sharded:.1f} | {merged['accuracy']:.4f} |\n\n"
             f"Ratio sharded / single: {sharded / single:.2f}x on {os.cpu_count()} cores (no speed-up is "
-            f"possible here: each job pays the engines' start-up, and the jobs share the cores).\n\n"
+            f"possible here: each job pays the engines' start-up, and the jobs share the cores). "
+            f"Load average (1 min) before the single run, before the sharded sweep and at the end: "
+            f"{', '.join(f'{x:.1f}' for x in load)}.\n\n"
             f"The merged shards (itc-curves' merge) against the single run's metrics.json: "
             f"{len(keys) - len(differ)} of {len(keys)} keys equal"
             + (f" (differing: {', '.join(differ)})" if differ else "")
