@@ -128,7 +128,10 @@ def test_a_preempted_ray_job_resumes_without_duplicates(ray_head, tmp_path):
             break
         time.sleep(0.1)
     assert results is not None, "the job ended before it could be preempted: " + proc.communicate()[1][-2000:]
-    workers = [p for p in psutil.process_iter(["cmdline"]) if (p.info["cmdline"] or [""])[0].startswith("ray::_run_job")]
+    workers = [  # the job's Ray worker: it works in this test's folder
+        p for p in psutil.process_iter(["cmdline", "cwd"])
+        if (p.info["cmdline"] or [""])[0].startswith("ray::_run_job") and p.info["cwd"] == str(tmp_path)
+    ]
     assert len(workers) == 1
     for p in [*workers[0].children(recursive=True), workers[0]]:  # the node goes down: all of it
         p.kill()
