@@ -30,7 +30,6 @@ from itc.results import (
     CONFIG_FILE,
     METRICS_FILE,
     RESULTS_FILE,
-    ResultsStore,
     flatten,
     read_json,
     read_results,
@@ -40,13 +39,14 @@ from itc.stats import bootstrap_mean, paired_difference, rounded
 
 # identity keys that never label a line: N is the x axis, the weights follow from the PRM,
 # repeated seeds of one configuration are pooled into one point
-_UNLABELLED = {"strategy.n", "strategy._target_", "prm_weights", "seed"}
+_UNLABELLED = {"strategy.n", "strategy._target_", "prm_weights", "seed", "shard"}
 REFERENCE = "majority"  # the line every point is compared with, at the same N
 _NAMES = ("strategy.name", "policy.name", "dataset.name", "prm.name")
 
 
 def collect_metrics(dirs: list[str | Path]) -> list[dict[str, Any]]:
-    """Every ``metrics.json`` in or below the given run or sweep folders."""
+    """Every ``metrics.json`` in or below the given run or sweep folders; the shards of a run
+    merged into one (:mod:`evals.shards`)."""
     found: dict[Path, dict[str, Any]] = {}
     for d in dirs:
         d = Path(d)
@@ -59,7 +59,9 @@ def collect_metrics(dirs: list[str | Path]) -> list[dict[str, Any]]:
             found[path.resolve()] = metrics
     if not found:
         raise FileNotFoundError(f"no {METRICS_FILE} under {', '.join(map(str, dirs))}")
-    return list(found.values())
+    from evals.shards import merge_shards
+
+    return merge_shards(list(found.values()))
 
 
 def identity(m: dict[str, Any]) -> dict[str, Any]:
@@ -106,6 +108,7 @@ def under_selection(metrics: list[dict[str, Any]], rule: str) -> tuple[list[dict
     """Each run's metrics recomputed from its records as if ``rule`` had made the final
     choice; and the run folders that cannot be (the rule needs PRM scores their candidates
     lack: a run without a PRM, or with ``score_candidates=false``)."""
+    from evals.shards import run_records
     from evals.subsample import candidates_of
     from strategies.selection import parse_rule, select_rule
 
@@ -116,7 +119,7 @@ def under_selection(metrics: list[dict[str, Any]], rule: str) -> tuple[list[dict
             out.append(m)
             continue
         records: list[dict[str, Any]] | None = []
-        for r in ResultsStore(Path(m["run_dir"])).records:
+        for r in run_records(m):
             known = r.get("correct_by_selection") or {}
             if rule in known:
                 correct = bool(known[rule])

@@ -18,7 +18,8 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
-from itc.results import CONFIG_FILE, ResultsStore, read_json, summarize
+from evals.shards import run_records
+from itc.results import CONFIG_FILE, read_json, summarize
 from itc.types import Candidate
 from strategies.selection import rule_name, select_all, select_rule
 
@@ -82,7 +83,7 @@ def subsampled_metrics(metrics: dict[str, Any], rule: str | None = None) -> list
     if strategy not in SUBSAMPLABLE or n < 2:
         return []
     run_dir = Path(metrics["run_dir"])
-    records = ResultsStore(run_dir).records
+    records = run_records(metrics)
     rule = rule or run_rule(records, run_dir, strategy)
     header = {key: metrics.get(key) for key in ("strategy", "policy", "dataset", "prm", "seed")}
     out, k = [], 1

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from evals.curves import collect_metrics, labels, markdown_table
+from evals.shards import run_records
 from itc.errors import InputError
-from itc.results import ResultsStore
 
 PROG = "python -m evals.sweep_report"
 
@@ -59,7 +58,7 @@ def report(dirs: list[str], seed: int = 0, resamples: int = 2000) -> list[dict[s
     rng = np.random.default_rng(seed)
     rows = []
     for m, label in sorted(zip(metrics, labels(metrics)), key=lambda x: (x[1], int(x[0]["n"]))):
-        records = ResultsStore(Path(m["run_dir"])).records
+        records = run_records(m)
         rows.append(run_row(label, int(m["n"]), records, rng, resamples))
     return rows
 

@@ -177,6 +177,7 @@ class RunSchema:
     batch_size: int = rule(64, ge=1)
     score_candidates: bool = True
     name: str = rule("default", nonempty=True)
+    shard: str | None = None  # "I/K", parsed by itc.shard.parse_shard
 
 
 @dataclass
@@ -323,6 +324,13 @@ def validate_run_config(cfg: DictConfig | dict[str, Any]) -> None:
     n = (c.get("strategy") or {}).get("n")
     if not any(e.startswith("n=") for e in errors) and not (_type_ok(int, n) and n >= 1):
         errors.append(f"strategy.n={_show(n)}: expected an integer (>= 1)")
+    if c.get("shard") is not None and not errors:
+        from itc.shard import parse_shard
+
+        try:
+            parse_shard(c["shard"])
+        except InputError as e:
+            errors.append(str(e))
     for group, schema in {**GROUPS, "strategy": StrategySchema}.items():
         if c.get(group) is not None:
             errors += check(schema, c[group], group)

@@ -16,6 +16,7 @@ from itc.errors import InputError
 from itc.stats import bootstrap_mean, rounded
 
 RESULTS_FILE = "results.jsonl"
+PLAN_FILE = "plan.json"  # written at a run's start: its problem count, shard and overrides
 METRICS_FILE = "metrics.json"
 CONFIG_FILE = "run_config.json"
 TMP_SUFFIX = ".tmp"

@@ -51,9 +51,18 @@ def prm_tag(*, _root_: DictConfig) -> str:
     return f"-{prm.name}" if prm is not None else ""
 
 
+def shard_tag(*, _root_: DictConfig) -> str:
+    """``-shard<I>of<K>`` for ``shard=I/K``, else ""."""
+    from itc.shard import parse_shard
+
+    shard = parse_shard(OmegaConf.select(_root_, "shard", default=None))
+    return shard.suffix if shard is not None else ""
+
+
 def register_resolvers() -> None:
-    """``${itc_prm:}`` and ``${itc_overrides:}`` for configs/run.yaml's folder names."""
-    for name, fn in (("itc_prm", prm_tag), ("itc_overrides", override_hash)):
+    """``${itc_prm:}``, ``${itc_overrides:}`` and ``${itc_shard:}`` for configs/run.yaml's
+    folder names."""
+    for name, fn in (("itc_prm", prm_tag), ("itc_overrides", override_hash), ("itc_shard", shard_tag)):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, fn)
 

@@ -19,6 +19,7 @@ from itc.policy import Policy, build_policy
 from itc.results import (
     CONFIG_FILE,
     METRICS_FILE,
+    PLAN_FILE,
     RESULTS_FILE,
     ResultsStore,
     atomic_writer,
@@ -27,6 +28,7 @@ from itc.results import (
     summarize,
     write_json_atomic,
 )
+from itc.shard import parse_shard, select_shard
 from itc.types import Problem, StrategyResult
 from strategies import build_strategy
 from strategies.accounting import score_usage
@@ -58,6 +60,8 @@ def _identity(cfg: DictConfig) -> dict[str, Any]:
     model = (c.get("policy") or {}).get("model")
     if model:
         ident["policy_weights"] = checkpoint_fingerprint(_policy_model_path(model))
+    if c.get("shard") is not None:  # a shard's results are a part of the run's
+        ident["shard"] = str(parse_shard(c["shard"]))
     if c.get("prm") is not None:  # a retrained PRM under the same name makes other results
         from prm.toy import resolve_prm_model
 
@@ -116,6 +120,23 @@ def _record_run(run_dir: Path, cfg: DictConfig, ident: dict[str, Any]) -> None:
     if HydraConfig.initialized():
         with atomic_writer(run_dir / HYDRA_RECORD / "overrides.yaml") as f:
             f.write(OmegaConf.to_yaml(HydraConfig.get().overrides.task))
+
+
+def _record_plan(run_dir: Path, problems: list[Problem], dataset: list[Problem], shard: Any) -> None:
+    """What the run sets out to do (``plan.json``): its number of problems, the job's
+    overrides (so that ``itc-sweep-status`` can tell a partial run's progress from its files)
+    and, for a shard, the dataset's size and each problem's place in it (``itc-curves``
+    merges the shards in the dataset's order)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    plan: dict[str, Any] = {
+        "problems": len(problems),
+        "overrides": list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else None,
+    }
+    if shard is not None:
+        place = {p.id: i for i, p in enumerate(dataset)}
+        plan.update(shard=str(shard), dataset_problems=len(dataset), order={p.id: place[p.id] for p in problems})
+    write_json_atomic(run_dir / PLAN_FILE, plan)
 
 
 def _record_job(run_dir: Path) -> None:
@@ -265,12 +286,15 @@ def run_experiment(
     validate_run_config(cfg)
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    problems = load_problems(cfg.dataset)
+    dataset = load_problems(cfg.dataset)
+    shard = parse_shard(cfg.get("shard"))
+    problems = select_shard(dataset, shard)
     strategy = build_strategy(cfg.strategy)
     if strategy.needs_prm and prm is None and cfg.get("prm") is None:
         require_prm(None, strategy.name)  # before any engine starts
     ident = _identity(cfg)
     _check_resume(run_dir, cfg, ident)
+    _record_plan(run_dir, problems, dataset, shard)
     store = ResultsStore(run_dir)
     todo = [p for p in problems if p.id not in store.done_ids]
     if store.records:
@@ -327,6 +351,8 @@ def run_experiment(
         prm=cfg.prm.name if cfg.get("prm") is not None else None,
         seed=cfg.seed,
     )
+    if shard is not None:
+        metrics.update(shard=str(shard), dataset_problems=len(dataset))
     write_json_atomic(run_dir / METRICS_FILE, metrics)
     _record_job(run_dir)
     return metrics

@@ -128,3 +128,13 @@ def vllm_prm(trained_prm):
 
     out, _ = trained_prm
     return build_prm(prm_config(out, "vllm"))
+
+
+@pytest.fixture(scope="session")
+def ray_head():
+    """One local Ray head for the session (127.0.0.1, 2 CPUs, no dashboard; its workers
+    import this checkout), stopped at the end; its address."""
+    from itc.cli.launchers import local_ray_head
+
+    with local_ray_head(num_cpus=2) as address:
+        yield address

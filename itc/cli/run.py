@@ -8,6 +8,8 @@ Examples::
     itc-run -m strategy=best_of_n prm=toy,toy-orm strategy.selection=highest,majority
     itc-run dataset=math500 dataset.path=data/math500.jsonl
     itc-run policy=qwen2.5-math-1.5b dataset=math500   # on a GPU with hub access
+    itc-run shard=0/4                         # a quarter of the problems (itc-curves merges shards)
+    itc-run -m hydra/launcher=ray shard=0/2,1/2   # jobs as Ray tasks (docs/cluster.md)
 
 Outputs in the run folder: results.jsonl (one line per problem) and metrics.json.
 Rerunning with the same settings resumes. ``itc-run --help`` lists the config groups.
@@ -18,6 +20,9 @@ for the traceback).
 from __future__ import annotations
 
 import logging
+import os
+import sys
+import warnings
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -30,18 +35,40 @@ from itc.cli.lifecycle import command_process
 PROG = "itc-run"
 
 log = logging.getLogger("itc.run")
+# The process that ran main(); a job of a Ray or submitit sweep runs _app in another one.
+_MAIN_PID: int | None = None
+# configs/hydra/launcher/ray.yaml has the plugin's name and writes its config out in full
+warnings.filterwarnings("ignore", message=r"(?s).*'hydra/launcher/ray' is validated against ConfigStore")
 
 
 @hydra.main(version_base="1.3", config_path="pkg://configs", config_name="run")
 def _app(cfg: DictConfig) -> float:
+    if os.getpid() != _MAIN_PID:
+        # A job in a launcher's worker (Ray, submitit): it works in the sweep's directory
+        # (relative paths in the config), a failure goes back to the sweep's process (Hydra's
+        # job return carries it), which reports it, and the job's engines go with the job.
+        from itc.cli.lifecycle import shutdown_engines
+
+        cwd = HydraConfig.get().runtime.cwd
+        if cwd and os.path.isdir(cwd):
+            os.chdir(cwd)
+
+        try:
+            return _run(cfg)
+        finally:
+            shutdown_engines()
     with cli_errors(PROG):  # here too, or Hydra reports the failed job before re-raising
-        from itc.config_schema import validate_run_config
+        return _run(cfg)
 
-        validate_run_config(cfg)  # before anything is loaded
-        from itc.runner import run_experiment
 
-        run_dir = HydraConfig.get().runtime.output_dir
-        metrics = run_experiment(cfg, run_dir)
+def _run(cfg: DictConfig) -> float:
+    from itc.config_schema import validate_run_config
+
+    validate_run_config(cfg)  # before anything is loaded
+    from itc.runner import run_experiment
+
+    run_dir = HydraConfig.get().runtime.output_dir
+    metrics = run_experiment(cfg, run_dir)
     log.info(
         "%s n=%d on %s: accuracy %.3f over %d problems (%s)",
         metrics["strategy"], metrics["n"], metrics["dataset"], metrics["accuracy"],
@@ -51,7 +78,13 @@ def _app(cfg: DictConfig) -> float:
 
 
 def main() -> None:
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
     with command_process():  # engines shut down, then exit 0, 2 or 1
+        with cli_errors(PROG):  # a launcher without its extra, before Hydra starts
+            from itc.cli.launchers import check_launchers
+
+            check_launchers(sys.argv[1:])
         run_hydra_app(PROG, _app)
 
 

@@ -1,0 +1,1 @@
+"""itc's Hydra launchers (found by Hydra's plugin scan of the ``hydra_plugins`` namespace)."""
