@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 IDENTITY_KEYS = ("policy", "dataset", "strategy", "prm", "seed")
 # How a model is served (engine sizes, KV block size, batch sizes) does not change what a
 # run means, so a resume may change it.
-SERVING_KEYS = ("vllm", "hf")
+SERVING_KEYS = ("vllm", "hf", "openai")
 HYDRA_RECORD = ".hydra"  # where the run's full config and overrides are recorded
 
 
