@@ -126,6 +126,15 @@ class Endpoint:
         self.down_until = 0.0
 
 
+def _malformed(e: BaseException) -> bool:
+    """An answer that does not parse or does not fit the API's schema."""
+    import json
+
+    import openai
+
+    return isinstance(e, (MalformedResponse, json.JSONDecodeError, openai.APIResponseValidationError))
+
+
 def _retryable(e: BaseException) -> str | None:
     """What went wrong, when it is worth another try (else None)."""
     import openai
@@ -217,9 +226,9 @@ class EndpointPool:
             try:
                 async with endpoint.semaphore:
                     result = await asyncio.wait_for(fn(endpoint), self.cfg.timeout_s)
-            except MalformedResponse as e:
-                raise BackendError(f"{self.what}: malformed response from {endpoint.url}: {e}") from e
-            except Exception as e:  # noqa: BLE001 - sorted into retryable or not
+            except Exception as e:  # noqa: BLE001 - sorted into malformed, retryable or not
+                if _malformed(e):
+                    raise BackendError(f"{self.what}: malformed response from {endpoint.url}: {e}") from e
                 why = _retryable(e)
                 if why is None:
                     raise BackendError(f"{self.what}: {endpoint.url} refused the request ({_refusal(e)})") from e

@@ -176,7 +176,7 @@ USAGE = {"prompt_tokens": 999, "completion_tokens": 3, "total_tokens": 1002}
 @pytest.mark.parametrize(
     "body, said",
     [
-        (b"{not json", ""),
+        (b"{not json", "malformed response"),
         (json.dumps({"id": "x", "object": "text_completion", "created": 0, "model": "toy", "choices": [{"index": 0}], "usage": USAGE}).encode(), "without text"),
         (json.dumps({"id": "x", "object": "text_completion", "created": 0, "model": "toy", "choices": [_choice(), _choice()], "usage": USAGE}).encode(), "2 choices for a request of n=1"),
         (json.dumps({"id": "x", "object": "text_completion", "created": 0, "model": "toy", "choices": [_choice()]}).encode(), "no usage"),
