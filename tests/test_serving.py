@@ -361,3 +361,69 @@ def test_the_only_server_killed_ends_the_run_with_the_error_and_a_rerun_resumes(
     metrics = run_experiment(cfg, tmp_path / "run")
     ids = [r["problem_id"] for r in _lines(tmp_path / "run")]
     assert ids[:2] == written and len(ids) == len(set(ids)) == 12 == metrics["num_problems"]
+
+
+# --- pieces without servers -------------------------------------------------------------------
+
+
+def test_itc_serve_turns_the_configs_into_server_flags(toy_policy_path):
+    from omegaconf import OmegaConf
+
+    from itc.cli.serve import server_command
+
+    cfg = compose_run(["prm=toy", "policy.vllm.gpu_memory_utilization=0.04"])
+    argv, env = server_command("policy", OmegaConf.to_container(cfg.policy, resolve=True), "127.0.0.1", 8123)
+    text = " ".join(argv)
+    assert argv[1:3] == ["-m", "vllm.entrypoints.openai.api_server"]
+    assert f"--model {toy_policy_path}" in text and "--served-model-name toy" in text and "--port 8123" in text
+    assert "--gpu-memory-utilization 0.04" in text and "--block-size 32" in text
+    assert "--no-enable-chunked-prefill" in text and "--enable-prompt-tokens-details" in text
+    assert env == {"VLLM_USE_AOT_COMPILE": "0"}
+    argv, env = server_command("prm", OmegaConf.to_container(cfg.prm, resolve=True), "127.0.0.1", 8124)
+    assert argv[argv.index("--runner") + 1] == "pooling"
+    assert json.loads(argv[argv.index("--pooler-config") + 1]) == {"task": "token_classify", "pooling_type": "ALL"}
+    orm = compose_run(["prm=math-shepherd"])
+    with pytest.raises(InputError, match="token-classification"):
+        server_command("prm", OmegaConf.to_container(orm.prm, resolve=True), "127.0.0.1", 8125)
+
+
+def test_batches_in_flight_come_back_in_order_and_a_failure_in_its_turn():
+    import time as _time
+
+    from itc.runner import in_order
+
+    def slow_first(k: int) -> int:
+        _time.sleep(0.2 if k == 0 else 0)
+        return k * 10
+
+    assert list(in_order(slow_first, range(7), 3)) == [0, 10, 20, 30, 40, 50, 60]
+
+    def fails_at_two(k: int) -> int:
+        if k == 2:
+            raise RuntimeError("two")
+        return k
+
+    got = []
+    with pytest.raises(RuntimeError, match="two"):
+        for x in in_order(fails_at_two, range(6), 3):
+            got.append(x)
+    assert got == [0, 1]
+
+
+def test_requests_go_to_the_least_busy_live_endpoint():
+    from itc.serving import EndpointPool, ServingConfig
+
+    pool = EndpointPool("policy 'x'", ServingConfig(base_urls=["http://h:1", "http://h:2/v1", "http://h:3"], backoff_s=5))
+    try:
+        a, b, c = pool.endpoints
+        assert b.url == "http://h:2"
+        a.in_flight, b.in_flight, c.in_flight = 3, 1, 2
+        assert pool._pick() is b
+        b.failed("connection failed")  # out of rotation for a while
+        assert pool._pick() is c
+        b.succeeded()
+        assert pool._pick() is b
+    finally:
+        pool.close()
+    with pytest.raises(InputError, match="twice"):
+        EndpointPool("policy 'x'", ServingConfig(base_urls=["http://h:1", "http://h:1/v1"]))
