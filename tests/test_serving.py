@@ -104,11 +104,17 @@ def _run_cfg(policy_urls: list[str], *extra: str):
     )
 
 
-def _lines(run_dir: Path) -> list[dict]:
+def _lines(run_dir: Path) -> list[tuple]:
+    """What each line of a run says, without what depends on timing (wall time, and prompt
+    tokens read from a prefix cache, which depends on what else was in flight)."""
     records = [json.loads(line) for line in (run_dir / "results.jsonl").read_text().splitlines()]
-    for r in records:
-        r.pop("wall_seconds")
-    return records
+    return [
+        (
+            r["problem_id"], r["chosen_answer"], r["correct"], r["prompt_tokens"], r["completion_tokens"],
+            [(c["text"], c["answer"], c["correct"], c["score"]) for c in r["candidates"]],
+        )
+        for r in records
+    ]
 
 
 # --- stand-ins: a hung server and a malformed one ------------------------------------------
@@ -248,7 +254,7 @@ def test_server_prm_scores_match_the_in_process_engine(servers):
 
     cfg = compose_run(["prm=toy", "prm.backend=openai", f"prm.openai.base_urls=[{servers.url('prm')}]"])
     served = build_prm(cfg.prm)
-    local_cfg = compose_run(["prm=toy", "prm.vllm.enforce_eager=true", "prm.vllm.engine_kwargs.kv_cache_memory_bytes=67108864"])
+    local_cfg = compose_run(["prm=toy", "prm.vllm.enforce_eager=true", "+prm.vllm.engine_kwargs.kv_cache_memory_bytes=67108864"])
     local = build_prm(local_cfg.prm)
     try:
         problems = ["A=3 B=4; A+B", "A=5 B=2; A+B+1"]
@@ -342,7 +348,7 @@ def test_the_only_server_killed_ends_the_run_with_the_error_and_a_rerun_resumes(
         with pytest.raises(BackendError, match="no server answered") as e:
             run_experiment(cfg, tmp_path / "run")
     assert servers.url("a") in str(e.value)
-    written = [r["problem_id"] for r in _lines(tmp_path / "run")]
+    written = [r[0] for r in _lines(tmp_path / "run")]
     assert len(written) == 2
 
     # the command line: the same error, exit status 2, nothing written lost
@@ -355,11 +361,11 @@ def test_the_only_server_killed_ends_the_run_with_the_error_and_a_rerun_resumes(
     )
     assert cli.returncode == 2, cli.stderr[-2000:]
     assert f"itc-run: error: policy 'toy': no server answered" in cli.stderr and servers.url("a") in cli.stderr
-    assert [r["problem_id"] for r in _lines(tmp_path / "run")] == written
+    assert [r[0] for r in _lines(tmp_path / "run")] == written
 
     servers.ensure("a")  # restarted: the rerun resumes
     metrics = run_experiment(cfg, tmp_path / "run")
-    ids = [r["problem_id"] for r in _lines(tmp_path / "run")]
+    ids = [r[0] for r in _lines(tmp_path / "run")]
     assert ids[:2] == written and len(ids) == len(set(ids)) == 12 == metrics["num_problems"]
 
 

@@ -119,7 +119,6 @@ class OpenAIPolicy(Policy):
                 extra_body=dict(
                     top_k=self.sampling.top_k if temperature > 0 else 0,
                     repetition_penalty=self.sampling.repetition_penalty,
-                    return_token_ids=True,
                     # top log-probabilities keyed by token id: two tokens may share a text
                     return_tokens_as_token_ids=logprobs is not None,
                     skip_special_tokens=True,
