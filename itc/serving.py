@@ -30,6 +30,8 @@ import httpx
 from itc.errors import BackendError, InputError
 
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO: thousands of lines per search step in a run's log
+logging.getLogger("httpx").setLevel(logging.WARNING)
 T = TypeVar("T")
 
 MAX_COOLDOWN_S = 30.0  # the longest an endpoint stays out of rotation before it is tried again
