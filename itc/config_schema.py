@@ -94,7 +94,7 @@ class OpenAISchema:
     timeout_s: float = rule(600.0, gt=0)
     max_retries: int = rule(5, ge=0)
     backoff_s: float = rule(0.5, ge=0)
-    max_concurrency: int = rule(64, ge=1)
+    max_concurrency: int = rule(1024, ge=1)
 
 
 @dataclass

@@ -52,7 +52,7 @@ class ServingConfig:
     timeout_s: float = 600.0  # per request
     max_retries: int = 5  # attempts after the first, over all endpoints
     backoff_s: float = 0.5  # first retry's wait; doubles each time, with jitter
-    max_concurrency: int = 64  # requests in flight per endpoint
+    max_concurrency: int = 1024  # requests in flight per endpoint
 
 
 def root_url(url: str) -> str:

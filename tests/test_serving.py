@@ -384,6 +384,7 @@ def test_itc_serve_turns_the_configs_into_server_flags(toy_policy_path):
     assert f"--model {toy_policy_path}" in text and "--served-model-name toy" in text and "--port 8123" in text
     assert "--gpu-memory-utilization 0.04" in text and "--block-size 32" in text
     assert "--no-enable-chunked-prefill" in text and "--enable-prompt-tokens-details" in text
+    assert "--max-num-seqs" in text  # the in-process engine's batch limits, not the server's smaller ones
     assert env == {"VLLM_USE_AOT_COMPILE": "0"}
     argv, env = server_command("prm", OmegaConf.to_container(cfg.prm, resolve=True), "127.0.0.1", 8124)
     assert argv[argv.index("--runner") + 1] == "pooling"
