@@ -44,9 +44,13 @@ def build_policy(cfg: DictConfig | dict[str, Any], seed: int = 0) -> Policy:
         from itc.policy.openai_backend import OpenAIPolicy
         from itc.serving import serving_config
 
-        serving = serving_config(c.get("openai"), f"policy {c['name']!r}")
+        openai = dict(c.get("openai") or {})
+        parallel = bool(openai.pop("parallel_sampling", False))
+        serving = serving_config(openai, f"policy {c['name']!r}")
         with loading(f"policy {c['name']!r}", backend, model):
-            return OpenAIPolicy(**common, serving=serving, served_model=serving.model or c["model"])
+            return OpenAIPolicy(
+                **common, serving=serving, served_model=serving.model or c["model"], parallel_sampling=parallel
+            )
     with loading(f"policy {c['name']!r}", backend, model):
         if backend == "vllm":
             from itc.policy.vllm_backend import VLLMPolicy

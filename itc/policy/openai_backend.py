@@ -4,7 +4,10 @@ Each sample is one ``/v1/completions`` request with the prompt's token ids, ``n=
 seed ``request_seed(...) + j`` of sample ``j`` — as the in-process backend sends them — so a
 server samples what the in-process engine samples, and each request's ``usage`` (with
 ``prompt_tokens_details.cached_tokens`` when the server reports it:
-``--enable-prompt-tokens-details``) gives that sample's prompt tokens computed. The endpoint
+``--enable-prompt-tokens-details``) gives that sample's prompt tokens computed. With
+``parallel_sampling`` a prompt's ``n`` samples go in one request (the same seeds: vLLM gives
+sample ``j`` seed + j): ``n`` times fewer requests, and the cache hits of one sample stand
+for all. The endpoint
 pool (:mod:`itc.serving`) spreads the requests over the servers and retries failures.
 """
 
@@ -40,6 +43,7 @@ class OpenAIPolicy(Policy):
         serving: ServingConfig,
         *,
         served_model: str,
+        parallel_sampling: bool = False,
         tokenizer: str | None = None,
         max_model_len: int = 4096,
         seed: int = 0,
@@ -52,6 +56,7 @@ class OpenAIPolicy(Policy):
         self.max_model_len = max_model_len
         self.seed = seed
         self.served_model = served_model
+        self.parallel_sampling = parallel_sampling
         self.tokenizer = AutoTokenizer.from_pretrained(tokenizer or model, trust_remote_code=trust_remote_code)
         self._model_path = model
         self._num_parameters: int | None = None
@@ -103,6 +108,7 @@ class OpenAIPolicy(Policy):
         if max_tokens is None:
             max_tokens = self.sampling.max_step_tokens if one_step else self.sampling.max_tokens
         token_ids = self.encode_prompts(prompts)
+        per_request = n if self.parallel_sampling else 1
         calls = []
         for i, (p, ids) in enumerate(zip(prompts, token_ids)):
             used = self.check_prompt(p, len(ids))
@@ -110,7 +116,7 @@ class OpenAIPolicy(Policy):
             body: dict[str, Any] = dict(
                 model=self.served_model,
                 prompt=ids,
-                n=1,
+                n=per_request,
                 temperature=temperature,
                 top_p=self.sampling.top_p if temperature > 0 else 1.0,
                 max_tokens=max(1, min(max_tokens, self.max_model_len - used)),
@@ -119,34 +125,36 @@ class OpenAIPolicy(Policy):
                 extra_body=dict(
                     top_k=self.sampling.top_k if temperature > 0 else 0,
                     repetition_penalty=self.sampling.repetition_penalty,
+                    return_token_ids=True,
                     # top log-probabilities keyed by token id: two tokens may share a text
                     return_tokens_as_token_ids=logprobs is not None,
                     skip_special_tokens=True,
                 ),
             )
-            for j in range(n):
+            # a seeded request's sample j has seed + j, as in vLLM's own parallel sampling
+            for j in range(0, n, per_request):
                 sample_seed = None if seed is None else (seed + j) % (1 << 63)
                 calls.append(self._request({**body, "seed": sample_seed}, len(ids), logprobs))
-        samples = self.pool.gather(calls)
+        answers = self.pool.gather(calls)
+        samples = [c for answer in answers for c in answer]
         return [samples[k * n : (k + 1) * n] for k in range(len(prompts))]
 
     def _request(self, body: dict[str, Any], prompt_len: int, logprobs: int | None):
-        async def call(endpoint: Endpoint) -> Completion:
+        async def call(endpoint: Endpoint) -> list[Completion]:
             response = await endpoint.openai.completions.create(**body)
-            return self._completion(response, prompt_len, logprobs)
+            return self._completions(response, body["n"], prompt_len, logprobs)
 
         return call
 
-    def _completion(self, response: Any, prompt_len: int, logprobs: int | None) -> Completion:
-        """One sample from a completions response, checked field by field."""
+    def _completions(self, response: Any, n: int, prompt_len: int, logprobs: int | None) -> list[Completion]:
+        """The ``n`` samples of a completions response, checked field by field."""
         choices = getattr(response, "choices", None)
-        if not isinstance(choices, list) or len(choices) != 1:
+        if not isinstance(choices, list) or len(choices) != n:
             count = len(choices) if isinstance(choices, list) else "no"
-            raise MalformedResponse(f"{count} choices for a request of n=1")
-        c = choices[0]
-        text, reason = getattr(c, "text", None), getattr(c, "finish_reason", None)
-        if not isinstance(text, str) or reason not in _FINISH_REASONS:
-            raise MalformedResponse(f"a choice without text or finish_reason: {c!r:.300}")
+            raise MalformedResponse(f"{count} choices for a request of n={n}")
+        for c in choices:
+            if not isinstance(getattr(c, "text", None), str) or getattr(c, "finish_reason", None) not in _FINISH_REASONS:
+                raise MalformedResponse(f"a choice without text or finish_reason: {c!r:.300}")
         usage = getattr(response, "usage", None)
         done = getattr(usage, "completion_tokens", None)
         sent = getattr(usage, "prompt_tokens", None)
@@ -154,6 +162,9 @@ class OpenAIPolicy(Policy):
             raise MalformedResponse(f"no usage token counts: {usage!r:.300}")
         if sent != prompt_len:
             raise MalformedResponse(f"the server counted {sent} prompt tokens for a prompt of {prompt_len}")
+        lengths = [getattr(c, "token_ids", None) for c in choices]
+        if not all(isinstance(t, list) for t in lengths) or sum(map(len, lengths)) != done:
+            raise MalformedResponse(f"choices' token ids do not add up to usage.completion_tokens={done}")
         details = getattr(usage, "prompt_tokens_details", None)
         cached = getattr(details, "cached_tokens", None)
         if cached is None:
@@ -164,26 +175,34 @@ class OpenAIPolicy(Policy):
                     "policy %r: the server does not report cached prompt tokens (start it with "
                     "--enable-prompt-tokens-details); every prompt token is counted as computed", self.name,
                 )
-        stop_reason = getattr(c, "stop_reason", None)
-        if reason == "length":
-            finish = "length"
-        elif reason == "abort":
-            raise MalformedResponse("the server aborted the request")
-        elif stop_reason is not None and stop_reason == self.step_delimiter:
-            finish = "step"
-        else:
-            finish = "eos"
-        confidence = None
-        if logprobs is not None:
-            confidence = _confidences(getattr(c, "logprobs", None), logprobs, done)
-        return Completion(
-            text=text,
-            num_tokens=done,
-            finished=finish == "eos",
-            finish_reason=finish,
-            prompt_tokens_computed=sent - cached,
-            token_confidence=confidence,
-        )
+        out = []
+        for c in sorted(choices, key=lambda c: getattr(c, "index", 0)):
+            num_tokens = len(c.token_ids)
+            reason, stop_reason = c.finish_reason, getattr(c, "stop_reason", None)
+            if reason == "abort":
+                raise MalformedResponse("the server aborted the request")
+            if reason == "length":
+                finish = "length"
+            elif stop_reason is not None and stop_reason == self.step_delimiter:
+                finish = "step"
+            else:
+                finish = "eos"
+            confidence = None
+            if logprobs is not None:
+                confidence = _confidences(getattr(c, "logprobs", None), logprobs, num_tokens)
+            out.append(
+                Completion(
+                    text=c.text,
+                    num_tokens=num_tokens,
+                    finished=finish == "eos",
+                    finish_reason=finish,
+                    # with parallel sampling the server reports one sample's cache hits; its
+                    # samples start together, so each sees the cache that one saw
+                    prompt_tokens_computed=sent - cached,
+                    token_confidence=confidence,
+                )
+            )
+        return out
 
     def close(self) -> None:
         self.pool.close()

@@ -74,7 +74,8 @@ def build_prm(cfg: DictConfig | dict[str, Any], seed: int = 0) -> "PRM":
             from itc.serving import serving_config
             from prm.scoring.openai_backend import OpenAIPRM
 
-            serving = serving_config(c.get("openai"), f"prm {c['name']!r}")
+            openai = {k: v for k, v in (c.get("openai") or {}).items() if k != "parallel_sampling"}  # the policy's
+            serving = serving_config(openai, f"prm {c['name']!r}")
             return OpenAIPRM(**common, serving=serving, served_model=serving.model or c["model"])
         if backend == "vllm":
             from prm.scoring.vllm_backend import VLLMPRM
