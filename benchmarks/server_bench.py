@@ -10,6 +10,8 @@ arms run one after the other in this process:
 - ``in-process``: the toy policy and toy PRM on in-process vLLM engines (``backend=vllm``);
 - ``one server``: one policy server and one PRM server (``itc-serve``'s commands, the same
   engine settings), ``backend=openai``;
+- ``..., parallel sampling``: the same with ``policy.openai.parallel_sampling=true`` (a
+  prompt's samples in one request);
 - ``two servers``: two of each, the client balancing between them;
 - ``two servers, concurrency``: the same, the problems in batches of ``--batch`` with
   ``--concurrency`` batches in flight (the runner's ``concurrency``).
@@ -105,6 +107,10 @@ def main() -> None:
             prm = build_prm(served.prm, seed=args.seed)
             arms[label] = _timed(problems, policy, prm, args, [problems])
             print(f"{label}: {arms[label]}", flush=True)
+            policy.parallel_sampling = True  # policy.openai.parallel_sampling=true
+            arms[f"{label}, parallel sampling"] = _timed(problems, policy, prm, args, [problems])
+            print(f"{label}, parallel sampling: {arms[f'{label}, parallel sampling']}", flush=True)
+            policy.parallel_sampling = False
             if count == 2:
                 batches = [problems[s : s + args.batch] for s in range(0, len(problems), args.batch)]
                 label = f"two servers, concurrency {args.concurrency}"
