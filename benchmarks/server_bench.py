@@ -10,8 +10,8 @@ arms run one after the other in this process:
 - ``in-process``: the toy policy and toy PRM on in-process vLLM engines (``backend=vllm``);
 - ``one server``: one policy server and one PRM server (``itc-serve``'s commands, the same
   engine settings), ``backend=openai``;
-- ``..., parallel sampling``: the same with ``policy.openai.parallel_sampling=true`` (a
-  prompt's samples in one request);
+- ``..., one request per sample``: the same with ``policy.openai.parallel_sampling=false``
+  (the default sends a prompt's samples in one request);
 - ``two servers``: two of each, the client balancing between them;
 - ``two servers, concurrency``: the same, the problems in batches of ``--batch`` with
   ``--concurrency`` batches in flight (the runner's ``concurrency``).
@@ -107,10 +107,11 @@ def main() -> None:
             prm = build_prm(served.prm, seed=args.seed)
             arms[label] = _timed(problems, policy, prm, args, [problems])
             print(f"{label}: {arms[label]}", flush=True)
-            policy.parallel_sampling = True  # policy.openai.parallel_sampling=true
-            arms[f"{label}, parallel sampling"] = _timed(problems, policy, prm, args, [problems])
-            print(f"{label}, parallel sampling: {arms[f'{label}, parallel sampling']}", flush=True)
-            policy.parallel_sampling = False
+            policy.parallel_sampling = False  # policy.openai.parallel_sampling=false
+            apart = f"{label}, one request per sample"
+            arms[apart] = _timed(problems, policy, prm, args, [problems])
+            print(f"{apart}: {arms[apart]}", flush=True)
+            policy.parallel_sampling = True
             if count == 2:
                 batches = [problems[s : s + args.batch] for s in range(0, len(problems), args.batch)]
                 label = f"two servers, concurrency {args.concurrency}"
@@ -155,6 +156,7 @@ def _timed(problems, policy, prm, args, batches, concurrency: int = 1) -> dict:
         "seconds": round(seconds, 2),
         "accuracy": round(correct / len(problems), 4),
         "completion_tokens": sum(r.completion_tokens for r in results),
+        "prompt_tokens_computed": sum(r.prompt_tokens_computed for r in results),
         "prm_tokens": sum(r.prm_tokens for r in results),
     }
 
@@ -187,11 +189,12 @@ def entry_body(summary: dict) -> str:
             f"throughput (`llm.generate`, {s['raw']['completion_tokens']} tokens, ignore_eos): "
             f"{s['raw']['tokens_per_s']} tokens/s.",
             "",
-            "| arm | wall s | completion tokens | tokens/s | ratio to raw | in-process wall / arm wall | accuracy |",
-            "|---|---|---|---|---|---|---|",
+            "| arm | wall s | completion tokens | prompt tokens computed | tokens/s | ratio to raw "
+            "| in-process wall / arm wall | accuracy |",
+            "|---|---|---|---|---|---|---|---|",
             *(
-                f"| {name} | {a['seconds']} | {a['completion_tokens']} | {a['tokens_per_s']} | {a['ratio_to_raw']} "
-                f"| {a['ratio_to_in_process']} | {a['accuracy']} |"
+                f"| {name} | {a['seconds']} | {a['completion_tokens']} | {a['prompt_tokens_computed']} | {a['tokens_per_s']} "
+                f"| {a['ratio_to_raw']} | {a['ratio_to_in_process']} | {a['accuracy']} |"
                 for name, a in s["arms"].items()
             ),
         ]

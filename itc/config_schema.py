@@ -95,7 +95,7 @@ class OpenAISchema:
     max_retries: int = rule(5, ge=0)
     backoff_s: float = rule(0.5, ge=0)
     max_concurrency: int = rule(1024, ge=1)
-    parallel_sampling: bool = False
+    parallel_sampling: bool = True
 
 
 @dataclass

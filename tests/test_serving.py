@@ -235,11 +235,11 @@ def test_server_samples_match_the_request_seeds_and_count_tokens(servers):
         first = a.generate(prompts, n=3, one_step=True, request_keys=["x", "y", "z"], logprobs=2)
         again = b.generate(prompts, n=3, one_step=True, request_keys=["x", "y", "z"], logprobs=2)
         assert [[c.text for c in cs] for cs in first] == [[c.text for c in cs] for cs in again]
-        together = _policy([servers.url("b")], "policy.openai.parallel_sampling=true")
-        try:  # a prompt's samples in one request: the same samples
-            one_request = together.generate(prompts, n=3, one_step=True, request_keys=["x", "y", "z"], logprobs=2)
+        apart = _policy([servers.url("b")], "policy.openai.parallel_sampling=false")
+        try:  # one request per sample (a and b send a prompt's samples in one): the same samples
+            one_request = apart.generate(prompts, n=3, one_step=True, request_keys=["x", "y", "z"], logprobs=2)
         finally:
-            together.close()
+            apart.close()
         assert [[(c.text, c.num_tokens) for c in cs] for cs in one_request] == [[(c.text, c.num_tokens) for c in cs] for cs in first]
         other = a.generate(prompts, n=3, one_step=True, request_keys=["u", "v", "w"])
         assert [[c.text for c in cs] for cs in first] != [[c.text for c in cs] for cs in other]

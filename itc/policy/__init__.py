@@ -45,7 +45,7 @@ def build_policy(cfg: DictConfig | dict[str, Any], seed: int = 0) -> Policy:
         from itc.serving import serving_config
 
         openai = dict(c.get("openai") or {})
-        parallel = bool(openai.pop("parallel_sampling", False))
+        parallel = bool(openai.pop("parallel_sampling", True))
         serving = serving_config(openai, f"policy {c['name']!r}")
         with loading(f"policy {c['name']!r}", backend, model):
             return OpenAIPolicy(

@@ -1,13 +1,14 @@
 """Policy backend on OpenAI-compatible servers (``vllm serve``): ``policy.backend=openai``.
 
-Each sample is one ``/v1/completions`` request with the prompt's token ids, ``n=1`` and the
-seed ``request_seed(...) + j`` of sample ``j`` — as the in-process backend sends them — so a
-server samples what the in-process engine samples, and each request's ``usage`` (with
+A prompt's ``n`` samples go in one ``/v1/completions`` request (``parallel_sampling``, the
+default) with the prompt's token ids and the seed ``request_seed(...)``; vLLM gives sample
+``j`` seed + j, the seeds the in-process backend gives its samples, so a server samples what
+the in-process engine samples. The answer's ``usage`` (with
 ``prompt_tokens_details.cached_tokens`` when the server reports it:
-``--enable-prompt-tokens-details``) gives that sample's prompt tokens computed. With
-``parallel_sampling`` a prompt's ``n`` samples go in one request (the same seeds: vLLM gives
-sample ``j`` seed + j): ``n`` times fewer requests, and the cache hits of one sample stand
-for all. The endpoint
+``--enable-prompt-tokens-details``) gives the prompt tokens computed; it reports one
+sample's cache hits, which stand for all. With ``parallel_sampling=False`` each sample is a
+request of its own (``n=1``, seed + j), as the in-process backend sends them, each with its
+own cache hits: exact accounting, ``n`` times more requests. The endpoint
 pool (:mod:`itc.serving`) spreads the requests over the servers and retries failures.
 """
 
@@ -43,7 +44,7 @@ class OpenAIPolicy(Policy):
         serving: ServingConfig,
         *,
         served_model: str,
-        parallel_sampling: bool = False,
+        parallel_sampling: bool = True,
         tokenizer: str | None = None,
         max_model_len: int = 4096,
         seed: int = 0,
