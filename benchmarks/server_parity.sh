@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Same accuracy in-process and through servers (issue 22's done-when): majority n=4, and beam
-# search n=4 with prm=toy, each run in-process and through itc-serve's servers, same seeds.
+# search n=4 with prm=toy, each run in-process and through itc-serve's servers, same seeds
+# (majority also with one request per sample: policy.openai.parallel_sampling=false).
 # Writes the itc-curves table of the four runs to the results log.
 #   benchmarks/server_parity.sh [LIMIT] [OUT]     (LIMIT problems of the toy set; default 100)
 set -euo pipefail
@@ -25,8 +26,11 @@ done
 
 "$PY" -m itc.cli.run strategy=majority "${RUN[@]}" "${ENGINE[@]}" hydra.run.dir="$OUT/majority-in-process"
 "$PY" -m itc.cli.run strategy=majority "${RUN[@]}" "${SERVED[@]}" concurrency=4 batch_size=16 hydra.run.dir="$OUT/majority-server"
+"$PY" -m itc.cli.run strategy=majority "${RUN[@]}" "${SERVED[@]}" policy.openai.parallel_sampling=false concurrency=4 batch_size=16 \
+  hydra.run.dir="$OUT/majority-server-per-sample"
 "$PY" -m itc.cli.run strategy=beam_search prm=toy "${RUN[@]}" "${ENGINE[@]}" "${PRM_ENGINE[@]}" hydra.run.dir="$OUT/beam-in-process"
 "$PY" -m itc.cli.run strategy=beam_search prm=toy "${RUN[@]}" "${SERVED[@]}" "${PRM_SERVED[@]}" concurrency=4 batch_size=16 \
   hydra.run.dir="$OUT/beam-server"
-"$PY" -m itc.cli.curves "$OUT/majority-in-process" "$OUT/majority-server" "$OUT/beam-in-process" "$OUT/beam-server" \
+"$PY" -m itc.cli.curves "$OUT/majority-in-process" "$OUT/majority-server" "$OUT/majority-server-per-sample" \
+  "$OUT/beam-in-process" "$OUT/beam-server" \
   --out "$OUT/curves" --log "serving parity: in-process vs itc-serve servers (toy, limit $LIMIT)"
