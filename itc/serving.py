@@ -58,8 +58,7 @@ class ServingConfig:
 def root_url(url: str) -> str:
     """``http://host:port`` of a base URL given with or without ``/v1``."""
     url = url.strip().rstrip("/")
-    if url.endswith("/v1"):
-        url = url[: -len("/v1")]
+    url = url.removesuffix("/v1")
     if not url.startswith(("http://", "https://")):
         raise InputError(f"server URL {url!r} must start with http:// or https://")
     return url
@@ -228,7 +227,7 @@ class EndpointPool:
             try:
                 async with endpoint.semaphore:
                     result = await asyncio.wait_for(fn(endpoint), self.cfg.timeout_s)
-            except Exception as e:  # noqa: BLE001 - sorted into malformed, retryable or not
+            except Exception as e:  # sorted: malformed, worth a retry, or refused
                 if _malformed(e):
                     raise BackendError(f"{self.what}: malformed response from {endpoint.url}: {e}") from e
                 why = _retryable(e)

@@ -114,24 +114,24 @@ class OpenAIPolicy(Policy):
         for i, (p, ids) in enumerate(zip(prompts, token_ids)):
             used = self.check_prompt(p, len(ids))
             seed = request_seed(self.seed, request_keys[i]) if request_keys is not None else None
-            body: dict[str, Any] = dict(
-                model=self.served_model,
-                prompt=ids,
-                n=per_request,
-                temperature=temperature,
-                top_p=self.sampling.top_p if temperature > 0 else 1.0,
-                max_tokens=max(1, min(max_tokens, self.max_model_len - used)),
-                stop=[self.step_delimiter] if one_step else None,
-                logprobs=logprobs,
-                extra_body=dict(
-                    top_k=self.sampling.top_k if temperature > 0 else 0,
-                    repetition_penalty=self.sampling.repetition_penalty,
-                    return_token_ids=True,
+            body: dict[str, Any] = {
+                "model": self.served_model,
+                "prompt": ids,
+                "n": per_request,
+                "temperature": temperature,
+                "top_p": self.sampling.top_p if temperature > 0 else 1.0,
+                "max_tokens": max(1, min(max_tokens, self.max_model_len - used)),
+                "stop": [self.step_delimiter] if one_step else None,
+                "logprobs": logprobs,
+                "extra_body": {
+                    "top_k": self.sampling.top_k if temperature > 0 else 0,
+                    "repetition_penalty": self.sampling.repetition_penalty,
+                    "return_token_ids": True,
                     # top log-probabilities keyed by token id: two tokens may share a text
-                    return_tokens_as_token_ids=logprobs is not None,
-                    skip_special_tokens=True,
-                ),
-            )
+                    "return_tokens_as_token_ids": logprobs is not None,
+                    "skip_special_tokens": True,
+                },
+            }
             # a seeded request's sample j has seed + j, as in vLLM's own parallel sampling
             for j in range(0, n, per_request):
                 sample_seed = None if seed is None else (seed + j) % (1 << 63)
