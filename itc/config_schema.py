@@ -23,7 +23,7 @@ from itc.errors import InputError
 
 # These mirror the registries of the code that uses them (itc.policy.BACKENDS,
 # prm.scoring.AGGREGATIONS and FORMATS; tests/test_config_schema.py checks they agree).
-BACKENDS = ("vllm", "hf")
+BACKENDS = ("vllm", "hf", "openai")
 DTYPES = ("auto", "float32", "float16", "bfloat16", "half", "float")
 AGGREGATIONS = ("last", "min", "product", "mean")
 PRM_FORMATS = ("qwen_prm", "math_shepherd", "rlhflow")
@@ -85,6 +85,20 @@ class HFSchema:
 
 
 @dataclass
+class OpenAISchema:
+    """``policy.openai`` / ``prm.openai``: the servers of ``backend=openai`` (itc/serving.py)."""
+
+    base_urls: list[str] | None = None
+    model: str | None = None
+    api_key: str = "EMPTY"
+    timeout_s: float = rule(600.0, gt=0)
+    max_retries: int = rule(5, ge=0)
+    backoff_s: float = rule(0.5, ge=0)
+    max_concurrency: int = rule(1024, ge=1)
+    parallel_sampling: bool = True
+
+
+@dataclass
 class PolicySchema:
     """``configs/policy/*.yaml``."""
 
@@ -99,6 +113,7 @@ class PolicySchema:
     sampling: SamplingSchema | None = None
     vllm: VLLMSchema | None = None
     hf: HFSchema | None = None
+    openai: OpenAISchema | None = None
 
 
 @dataclass
@@ -121,6 +136,7 @@ class PRMSchema:
     aggregation: str = rule("min", choices=AGGREGATIONS)
     vllm: VLLMSchema | None = None
     hf: HFSchema | None = None
+    openai: OpenAISchema | None = None
 
 
 @dataclass
@@ -175,6 +191,7 @@ class RunSchema:
     n: int = rule(ge=1)
     seed: int = rule(0, ge=0)
     batch_size: int = rule(64, ge=1)
+    concurrency: int = rule(1, ge=1)
     score_candidates: bool = True
     name: str = rule("default", nonempty=True)
     shard: str | None = None  # "I/K", parsed by itc.shard.parse_shard

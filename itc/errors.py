@@ -21,7 +21,7 @@ def loading(what: str, backend: str, model: str) -> Iterator[None]:
     becomes a :class:`BackendError` naming the backend and the model."""
     try:
         yield
-    except InputError:
+    except (InputError, BackendError):  # already say what failed
         raise
     except Exception as e:  # noqa: BLE001 - an engine fails in many ways; name which one
         raise BackendError(

@@ -4,7 +4,7 @@
 ``<policy>/<dataset>/``: readable names for the main groups, plus a short hash of every
 other override that changes what a result means (``strategy.beam_width=2``,
 ``policy.sampling.temperature=0.6``, ``dataset.limit=16``, ...). How a model is served
-(``policy.vllm.*``, ``prm.hf.*``) and the batch size do not change results and are left out,
+(``policy.vllm.*``, ``prm.hf.*``, ``policy.openai.*``) and the batch size do not change results and are left out,
 so a run resumes in its folder when only they change. The resolvers are registered on
 import (``itc.cli.run`` imports this before ``@hydra.main``).
 """
@@ -21,7 +21,7 @@ from itc.cache import fingerprint
 # Config groups whose values decide what a result means (as itc.runner's IDENTITY_KEYS);
 # their names are already in the folder's path, their other values go into the hash.
 RESULT_GROUPS = ("policy", "dataset", "strategy", "prm")
-SERVING = ("vllm", "hf")  # how a model is served: never part of a result's meaning
+SERVING = ("vllm", "hf", "openai")  # how a model is served: never part of a result's meaning
 
 
 def result_overrides(root: DictConfig) -> dict[str, Any]:

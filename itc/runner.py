@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from omegaconf import DictConfig, OmegaConf
 from tqdm.auto import tqdm
@@ -36,12 +40,14 @@ from strategies.base import require_prm
 from strategies.selection import select_all
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
+R = TypeVar("R")
 
 # The parts of the config that decide what a result means; a resumed run must match them.
 IDENTITY_KEYS = ("policy", "dataset", "strategy", "prm", "seed")
 # How a model is served (engine sizes, KV block size, batch sizes) does not change what a
 # run means, so a resume may change it.
-SERVING_KEYS = ("vllm", "hf")
+SERVING_KEYS = ("vllm", "hf", "openai")
 HYDRA_RECORD = ".hydra"  # where the run's full config and overrides are recorded
 
 
@@ -274,6 +280,49 @@ def _run_batch(
     return done, failed
 
 
+def _concurrency(cfg: DictConfig, policy: Policy | None, prm: Any) -> int:
+    """How many batches run at once (``concurrency``): more than one needs backends that
+    take calls from several threads (servers: ``backend=openai``); checked on the models
+    given, else on the config (before any engine starts)."""
+    concurrency = int(cfg.get("concurrency", 1))
+    if concurrency > 1:
+        def threaded(model: Any, group: str) -> bool:
+            if model is not None:
+                return getattr(model, "concurrent_calls", False)
+            return cfg.get(group) is None or cfg[group].get("backend") == "openai"
+
+        if not (threaded(policy, "policy") and threaded(prm, "prm")):
+            raise InputError(
+                f"concurrency={concurrency} runs several batches at once, which needs servers: "
+                f"set policy.backend=openai (and prm.backend=openai with a prm); an in-process "
+                f"engine runs one batch at a time (concurrency=1)"
+            )
+    return concurrency
+
+
+def in_order(fn: Callable[[T], R], items: Sequence[T], concurrency: int) -> Iterator[R]:
+    """``fn`` over ``items``, up to ``concurrency`` at once in threads, the results yielded in
+    the items' order (so what is written does not depend on which call ends first). A
+    failure is raised when its turn comes, after the calls in flight have ended."""
+    if concurrency <= 1:
+        yield from map(fn, items)
+        return
+    with ThreadPoolExecutor(concurrency, thread_name_prefix="itc-batch") as pool:
+        pending: deque[Future[R]] = deque()
+        rest = iter(items)
+        try:
+            for item in itertools.islice(rest, concurrency):
+                pending.append(pool.submit(fn, item))
+            while pending:
+                result = pending.popleft().result()
+                for item in itertools.islice(rest, 1):
+                    pending.append(pool.submit(fn, item))
+                yield result
+        finally:
+            for f in pending:
+                f.cancel()
+
+
 def run_experiment(
     cfg: DictConfig, run_dir: str | Path, policy: Policy | None = None, prm: Any = None
 ) -> dict[str, Any]:
@@ -295,6 +344,7 @@ def run_experiment(
     ident = _identity(cfg)
     _check_resume(run_dir, cfg, ident)
     _record_plan(run_dir, problems, dataset, shard)
+    concurrency = _concurrency(cfg, policy, prm)
     store = ResultsStore(run_dir)
     todo = [p for p in problems if p.id not in store.done_ids]
     if store.records:
@@ -310,28 +360,31 @@ def run_experiment(
         batch_size = int(cfg.get("batch_size", 64))
         failed: list[tuple[Problem, Exception]] = []
         recorded = bool(store.records) and (run_dir / CONFIG_FILE).exists()
+        concurrency = _concurrency(cfg, policy, prm)
+        score = prm is not None and cfg.get("score_candidates", True)
+
+        def work(batch: list[Problem]) -> tuple[list[tuple[Problem, StrategyResult]], list, float, list]:
+            t0 = time.perf_counter()
+            done, errors = _run_batch(strategy, batch, policy, prm)
+            per_problem = (time.perf_counter() - t0) / len(batch)
+            scoring = [(0, 0)] * len(done)
+            if score and done:  # for the record only: not counted as the strategy's compute
+                scoring = _score_unscored(prm, [p for p, _ in done], [r for _, r in done])
+            return done, errors, per_problem, scoring
+
+        batches = [todo[start : start + batch_size] for start in range(0, len(todo), batch_size)]
         with tqdm(total=len(problems), initial=len(problems) - len(todo), desc=f"{strategy.name} n={strategy.n}", unit="problem") as bar:
-            for start in range(0, len(todo), batch_size):
-                batch = todo[start : start + batch_size]
-                t0 = time.perf_counter()
-                done, errors = _run_batch(strategy, batch, policy, prm)
+            for done, errors, per_problem, scoring in in_order(work, batches, concurrency):
                 failed += errors
-                per_problem = (time.perf_counter() - t0) / len(batch)
-                batch = [p for p, _ in done]
-                results = [r for _, r in done]
-                scoring = [(0, 0)] * len(batch)
-                if prm is not None and cfg.get("score_candidates", True) and batch:
-                    # for the record only: not counted as the strategy's compute
-                    scoring = _score_unscored(prm, batch, results)
                 sizes = (policy.num_parameters, prm.num_parameters if prm is not None else 0)
-                for problem, result, spent in zip(batch, results, scoring):
+                for (problem, result), spent in zip(done, scoring):
                     record = to_record(problem, result, per_problem, *sizes, scoring=spent)
                     record["truncated_by_context"] = problem.id in truncated
                     if not recorded:
                         _record_run(run_dir, cfg, ident)
                         recorded = True
                     store.append(record)
-                bar.update(len(batch) + len(errors))
+                bar.update(len(done) + len(errors))
         if failed:
             for problem, e in failed:
                 log.error("problem %r failed (%s: %s)", problem.id, type(e).__name__, e)

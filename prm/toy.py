@@ -26,7 +26,9 @@ TOY_MODELS = {"toy": "prm", "toy-orm": "orm"}
 # Training settings that do not change the model a recipe makes.
 _NOT_RECIPE = {
     "data": ("cache",),
-    "policy": ("vllm",),  # engine tuning; the policy's model, backend and sampling do count
+    # engine tuning and serving (the openai block, and the defaults line that includes it);
+    # the policy's model, backend and sampling do count
+    "policy": ("vllm", "openai", "defaults"),
     "training": ("disable_tqdm", "logging_steps", "save_steps", "save_strategy", "save_total_limit"),
 }
 

@@ -50,7 +50,7 @@ CONFIG_ERRORS = [
     (["dataset.limit=0"], "dataset.limit=0"),
     (["dataset.limit=2.5"], "dataset.limit=2.5: expected an integer or null (>= 1)"),
     (["prm=toy", "prm.aggregation=max"], "prm.aggregation=max: expected one of last, min, product, mean"),
-    (["policy.backend=tgi"], "policy.backend=tgi: expected one of vllm, hf"),
+    (["policy.backend=tgi"], "policy.backend=tgi: expected one of vllm, hf, openai"),
     (["no_such_option=1"], "no_such_option"),
 ]
 

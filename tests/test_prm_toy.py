@@ -59,3 +59,18 @@ def test_the_toy_recipe_includes_the_sampling_policy_but_not_its_engine_settings
     other["policy"]["backend"] = "vllm"  # other samples: another model
     other["policy"]["vllm"] = {"engine_kwargs": {"block_size": 128}}  # engine tuning: the same
     assert toy.changed_recipe_keys(toy.recipe(other), shipped) == ["policy.backend"]
+
+
+def test_the_toy_recipe_ignores_the_policys_serving_settings():
+    """Hydra composes the policy's ``openai`` block (configs/serving) into a training config;
+    the shipped recipe, composed by hand, sees only its defaults line. Neither is recipe, so
+    a trained toy PRM stays current (else every run would retrain it)."""
+    from omegaconf import OmegaConf
+
+    from conftest import compose_app
+    from prm import toy
+
+    composed = OmegaConf.to_container(compose_app("train_prm", []), resolve=True)
+    assert "openai" in composed["policy"]
+    composed["objective"] = "prm"
+    assert toy.changed_recipe_keys(toy.recipe(composed), toy.default_recipe("prm")) == []

@@ -1,4 +1,5 @@
-"""Policy backends behind one interface: ``vllm`` (in-process engine) and ``hf``."""
+"""Policy backends behind one interface: ``vllm`` (in-process engine), ``hf`` and ``openai``
+(OpenAI-compatible servers, :mod:`itc.policy.openai_backend`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 from itc.errors import InputError, loading
 from itc.policy.base import Policy, PromptConfig, PromptTooLongError, SamplingConfig
 
-BACKENDS = ("vllm", "hf")
+BACKENDS = ("vllm", "hf", "openai")
 
 
 def resolve_model_path(model: str) -> str:
@@ -39,6 +40,17 @@ def build_policy(cfg: DictConfig | dict[str, Any], seed: int = 0) -> Policy:
         seed=seed,
         trust_remote_code=c.get("trust_remote_code", False),
     )
+    if backend == "openai":
+        from itc.policy.openai_backend import OpenAIPolicy
+        from itc.serving import serving_config
+
+        openai = dict(c.get("openai") or {})
+        parallel = bool(openai.pop("parallel_sampling", True))
+        serving = serving_config(openai, f"policy {c['name']!r}")
+        with loading(f"policy {c['name']!r}", backend, model):
+            return OpenAIPolicy(
+                **common, serving=serving, served_model=serving.model or c["model"], parallel_sampling=parallel
+            )
     with loading(f"policy {c['name']!r}", backend, model):
         if backend == "vllm":
             from itc.policy.vllm_backend import VLLMPolicy

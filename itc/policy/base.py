@@ -75,6 +75,7 @@ class Policy(ABC):
     """
 
     supports_stop_rule: bool = False
+    concurrent_calls: bool = False  # generate may be called from several threads at once (servers)
 
     name: str
     seed: int = 0  # the run's seed, from which request seeds are derived

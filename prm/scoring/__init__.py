@@ -2,7 +2,8 @@
 
 - Formats (``prm.format.type``): ``qwen_prm`` (Qwen2.5-Math-PRM), ``math_shepherd``,
   ``rlhflow``; see :mod:`prm.scoring.formats`.
-- Backends (``prm.backend``): ``vllm`` (pooling runner) and ``hf`` (transformers).
+- Backends (``prm.backend``): ``vllm`` (pooling runner), ``hf`` (transformers) and
+  ``openai`` (vLLM servers' ``/pooling``, :mod:`prm.scoring.openai_backend`).
 - Aggregations over steps: ``last``, ``min``, ``product``, ``mean`` (:func:`aggregate`).
 """
 
@@ -46,7 +47,7 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-BACKENDS = ("vllm", "hf")
+BACKENDS = ("vllm", "hf", "openai")
 
 
 def build_prm(cfg: DictConfig | dict[str, Any], seed: int = 0) -> "PRM":
@@ -69,6 +70,13 @@ def build_prm(cfg: DictConfig | dict[str, Any], seed: int = 0) -> "PRM":
         trust_remote_code=c.get("trust_remote_code", False),
     )
     with loading(f"prm {c['name']!r}", backend, common["model"]):
+        if backend == "openai":
+            from itc.serving import serving_config
+            from prm.scoring.openai_backend import OpenAIPRM
+
+            openai = {k: v for k, v in (c.get("openai") or {}).items() if k != "parallel_sampling"}  # the policy's
+            serving = serving_config(openai, f"prm {c['name']!r}")
+            return OpenAIPRM(**common, serving=serving, served_model=serving.model or c["model"])
         if backend == "vllm":
             from prm.scoring.vllm_backend import VLLMPRM
 

@@ -57,6 +57,8 @@ class PRM(ABC):
     candidates, and token accounting live here.
     """
 
+    concurrent_calls: bool = False  # score may be called from several threads at once (servers)
+
     def __init__(
         self,
         name: str,
