@@ -85,6 +85,11 @@ class HFSchema:
 
 
 @dataclass
+class PolicyHFSchema(HFSchema):
+    prefix_cache_mib: float = rule(0, ge=0)
+
+
+@dataclass
 class PolicySchema:
     """``configs/policy/*.yaml``."""
 
@@ -98,7 +103,7 @@ class PolicySchema:
     prompt: PromptSchema | None = None
     sampling: SamplingSchema | None = None
     vllm: VLLMSchema | None = None
-    hf: HFSchema | None = None
+    hf: PolicyHFSchema | None = None
 
 
 @dataclass

@@ -72,6 +72,10 @@ def _policy_model_path(model: str) -> str:
         from itc.toy.build import policy_entry
 
         return str(policy_entry())
+    if model == "toy-ttt":
+        from itc.toy.long_chain import TOY_TTT, policy_entry as long_chain_entry
+
+        return str(long_chain_entry("ttt", TOY_TTT))
     return model
 
 

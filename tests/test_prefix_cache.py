@@ -72,6 +72,7 @@ def test_prefix_cache_computes_only_new_tokens_and_samples_the_same(tmp_path, ar
     out = cached.generate([newer], n=2, one_step=True, request_keys=keys)[0]
     # from the longer prompt's state: its last token and the new step
     assert out[0].prompt_tokens_computed == cached.count_tokens(newer) - (n_longer - 1)
+    assert out[1].prompt_tokens_computed == 1  # a fork of the first sample's state
     assert n_longer - n_prompt > 5
     full = plain.generate([longer], n=1, one_step=True, request_keys=keys)[0][0]
     assert full.prompt_tokens_computed == n_longer

@@ -220,7 +220,9 @@ class HFPolicy(Policy):
         new = out[:, len(ids) :].tolist()
         row = []
         for j in range(n):
-            c = self._completion(new[j], eos_ids, one_step, computed)
+            # the prompt is computed once; every further sample forks its state and computes
+            # only the last prompt token, which generate() feeds to each row
+            c = self._completion(new[j], eos_ids, one_step, computed if j == 0 else 1)
             if confs is not None:
                 c.token_confidence = confs[j][: c.num_tokens]
             row.append(c)

@@ -62,6 +62,9 @@ class TrainSpec:
     gpt2_intermediate_size: int = 512
     max_positions: int = 1024  # GPT-2's position table (a 64-step solution is ~880 tokens)
     ttt_backbone: str = "mamba"
+    # A hybrid: a causal sliding-window attention over this many tokens beside each TTT layer
+    # (TTTConfig.attention_window), for the steps' local copying and arithmetic; 0 for none.
+    ttt_window: int = 0
     train_lengths: tuple[int, ...] = (8, 16, 32, 64)
     # Over this first fraction of the steps the longest admitted length grows through
     # ``train_lengths`` in equal stages; then every length is trained, in turn. 0: no
@@ -70,6 +73,9 @@ class TrainSpec:
     train_steps: int = 1500
     batch_size: int = 16
     learning_rate: float = 3e-3
+    # Loss weight of each step's operation token (the recall; the other tokens weigh 1): it
+    # is one token in ten, and the one the models at chance had not learnt.
+    lookup_weight: float = 1.0
     warmup_steps: int = 30
     decay_fraction: float = 0.3
     seed: int = 0
@@ -111,6 +117,7 @@ def ttt_config(
         num_attention_heads=spec.num_heads,
         ttt_layer_type="linear",
         backbone=spec.ttt_backbone,
+        attention_window=spec.ttt_window,
         bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
@@ -175,6 +182,29 @@ def encode(tokenizer: PreTrainedTokenizerBase, problems: Sequence[task.ToyProble
     return collate(examples, tokenizer.pad_token_id)
 
 
+def lookup_positions(tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor) -> torch.Tensor:
+    """Where ``input_ids`` hold an operation token right after a label letter: in a solution,
+    each step's operation (its recall; the step's second copy follows a digit)."""
+    op_ids = torch.tensor(tokenizer.convert_tokens_to_ids(OPERATION_TOKENS))
+    letters = [i for t, i in tokenizer.get_vocab().items() if len(t) == 1 and t.isalpha()]
+    after_letter = torch.zeros_like(input_ids, dtype=torch.bool)
+    after_letter[:, 1:] = torch.isin(input_ids[:, :-1], torch.tensor(letters))
+    return torch.isin(input_ids, op_ids) & after_letter
+
+
+def training_loss(model, batch: dict, lookup: torch.Tensor | None, weight: float) -> torch.Tensor:
+    """The mean next-token loss over solution tokens, ``weight`` on the ``lookup`` ones."""
+    if lookup is None or weight == 1.0:
+        return model(**batch).loss
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    labels = batch["labels"][:, 1:]
+    losses = torch.nn.functional.cross_entropy(
+        logits[:, :-1].float().transpose(1, 2), labels.clamp(min=0), reduction="none"
+    )
+    w = (labels != -100).float() * (1 + (weight - 1) * lookup[:, 1:].float())
+    return (losses * w).sum() / w.sum()
+
+
 def training_batches(
     spec: TrainSpec, tokenizer: PreTrainedTokenizerBase
 ) -> Iterator[dict[str, torch.Tensor]]:
@@ -204,7 +234,8 @@ def _train(arch: str, spec: TrainSpec, out_dir: Path) -> dict:
     start = time.time()
     losses: list[float] = []
     for step, batch in enumerate(training_batches(spec, tokenizer)):
-        loss = model(**batch).loss
+        lookup = lookup_positions(tokenizer, batch["input_ids"]) if spec.lookup_weight != 1 else None
+        loss = training_loss(model, batch, lookup, spec.lookup_weight)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -301,7 +332,7 @@ def _code_fingerprint(arch: str) -> str:
     ]
     functions = (
         gpt2_config, ttt_config, matched_ttt_intermediate, length_at, problems_of_length, encode,
-        training_batches, _train,
+        lookup_positions, training_loss, training_batches, _train,
     )
     parts += [inspect.getsource(f) for f in functions]
     if arch == "ttt":
@@ -315,7 +346,7 @@ def policy_entry(arch: str, spec: TrainSpec) -> Path:
     """Where the cache keeps the long-chain ``arch`` policy of ``spec`` (built or not)."""
     fields = asdict(spec)
     if arch != "ttt":  # so a TTT variant reuses the cached transformer
-        del fields["ttt_backbone"]
+        del fields["ttt_backbone"], fields["ttt_window"]
     key = (json.dumps(fields, sort_keys=True), arch, _code_fingerprint(arch))
     return cache_entry(f"toy/long-chain-{arch}", key)
 
