@@ -3,12 +3,13 @@
     python -m evals.long_chains [--quick] [--out FILE] [--threads N]
 
 Trains two policies from scratch on the CPU with the same data, batches, optimizer and number
-of steps, on the toy world's long chains (``Start at 7 and do A+5 B-3 ... AL-6.``: one step
-per operation, additions and subtractions only, 8 to 64 operations, so two-letter labels
-appear past 52; one chain length per batch, lengths taken in turn):
+of steps (the recipe ``itc.toy.long_chain.TrainSpec``: a curriculum over chain length,
+optionally a loss weight on the lookup tokens), on the toy world's long chains
+(``Start at 7 and do A+5 B-3 ... AL-6.``: one step per operation, additions and subtractions
+only, 8 to 64 operations, so two-letter labels appear past 52; one chain length per batch):
 
-* TTT: ``TTTForCausalLM`` with TTT-Linear layers in the transformer backbone
-  (``--ttt-backbone mamba`` for the paper's Mamba backbone);
+* TTT: ``TTTForCausalLM`` with TTT-Linear layers in the Mamba backbone (``--ttt-backbone
+  transformer`` for the other; ``--window W`` for the hybrid with sliding-window attention);
 * transformer: GPT-2 as the embedded world's policy (learned absolute positions,
   ``n_positions`` 1024: a 64-step problem with its solution is at most ~880 tokens).
 
@@ -28,11 +29,16 @@ through the transformers policy backend (``HFPolicy``: batched, left padded, ``g
     ops          fraction of steps that copy the right operation from the problem (the
                  long-range lookup; chance is about 1/18);
     arithmetic   fraction of steps whose equation holds, whatever its operands;
+  each with its 95% bootstrap interval over problems, and the chance accuracy (the
+  commonest answer's share);
 * best-of-N with the TTT policy: N samples per problem of one chain length at temperature
-  0.8; majority-vote accuracy and pass@N (some sample right) over the first N samples.
+  0.8; majority-vote accuracy and pass@N (some sample right) over the first N samples;
+* for both models, the teacher-forced loss of the solution tokens against their position on
+  held-out chains of the longest length (``LOSS_BUCKET``-token buckets).
 
 Prints the tables, then one JSON object of all figures as the last line (also written to
-``--out``). Threads default to 1, the setting the default budget is sized for.
+``--out``), and writes them to the results log (docs/results/) unless ``--quick`` or
+``--no-log``. Threads default to 1, the setting the default budget is sized for.
 """
 
 from __future__ import annotations
@@ -371,6 +377,8 @@ def main(argv: list[str] | None = None) -> dict:
     add("--bon-problems", type=int, help="best-of-N problems (default 64; quick 2)")
     add("--bon-ns", type=_ints, help="N of the best-of-N curve (default 1,4,16; quick 1,4)")
     add("--seed", type=int, default=0, help="training and evaluation seed (default 0)")
+    add("--no-log", action="store_true",
+        help="do not write a results-log entry (docs/results/; never written for --quick)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
@@ -393,7 +401,13 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("chain lengths above 64 do not fit GPT-2's 1024 positions")
 
     report = run(spec, eval_spec)
-    print(format_tables(report))
+    tables = format_tables(report)
+    print(tables)
+    if not (args.quick or args.no_log):
+        from itc.results_log import write_entry
+
+        body = tables + "\n\n```json\n" + json.dumps(report, indent=1) + "\n```"
+        print(f"results log: {write_entry('Long chains: TTT against GPT-2', body)}", file=sys.stderr)
     line = json.dumps(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

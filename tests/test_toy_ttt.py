@@ -34,16 +34,16 @@ def test_curriculum_admits_longer_chains_stage_by_stage():
 def test_toy_ttt_is_built_once_gated_and_cached(tmp_path, monkeypatch, one_torch_thread):
     monkeypatch.setenv("ITC_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setattr(long_chain, "TOY_TTT", TINY)
-    monkeypatch.setattr(long_chain, "GATE_OPS_FLOOR", 1.01)  # no 3-step model reaches it
+    monkeypatch.setattr(long_chain, "GATE_TOKENS_FLOOR", 1.01)  # no 3-step model reaches it
     with pytest.raises(long_chain.BuildQualityError, match="quality gate"):
         resolve_model_path("toy-ttt")
     assert not long_chain.policy_entry("ttt", TINY).exists()
-    monkeypatch.setattr(long_chain, "GATE_OPS_FLOOR", 0.0)
+    monkeypatch.setattr(long_chain, "GATE_TOKENS_FLOOR", 0.0)
     path = Path(resolve_model_path("toy-ttt"))
     assert path == long_chain.policy_entry("ttt", TINY) and path.parent == tmp_path / "cache" / "toy"
     info = json.loads((path / "build_info.json").read_text())
     assert info["quality_gate"]["passed"] and set(info["quality_gate"]["by_length"]) == {"2", "4"}
-    assert 0 <= info["quality_gate"]["ops"] <= 1
+    assert 0 <= info["quality_gate"]["tokens"] <= 1
     mtime = (path / "build_info.json").stat().st_mtime_ns
     assert Path(resolve_model_path("toy-ttt")) == path  # cached: not built again
     assert (path / "build_info.json").stat().st_mtime_ns == mtime
