@@ -5,7 +5,9 @@
 
 PRM beam search (``strategies.beam_search``, N beams, one step per iteration) on one held-out
 long-chain problem per chain length, run for as many iterations as the chain has operations,
-so the beams' prefixes grow to the length of a whole solution. Arms, all on the transformers
+so the beams' prefixes grow to the length of a whole solution (a problem stops earlier once N
+of its beams have finished: a policy that answers before the chain's end ends it sooner, so
+the table gives the iterations run and the longest prefix reached). Arms, all on the transformers
 backend (``HFPolicy``) with its prefix cache (``hf.prefix_cache_mib``):
 
 * ``ttt``: TTT-Linear (the long-chain recipe's Mamba backbone); a beam continues from a copy of
@@ -117,13 +119,13 @@ def entry_body(report: dict) -> str:
         f"{report['step_tokens']} tokens, the long-chain policies ({report['train_steps']} training "
         f"steps), {report['threads']} torch thread(s); random PRM (policy cost only).",
         "",
-        "| ops | arm | s/step (all) | s/step (first 1/4) | s/step (last 1/4) | prompt tokens computed/step | cache per beam (KiB) | final prefix |",
-        "|---|---|---|---|---|---|---|---|",
+        "| ops | arm | iterations | s/step (all) | s/step (first 1/4) | s/step (last 1/4) | prompt tokens computed/step | cache per beam (KiB) | longest prefix |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for length, arms in report["by_length"].items():
         for arm, r in arms.items():
             lines.append(
-                f"| {length} | {arm} | {r['step_seconds']:.4f} | {r['step_seconds_first_quarter']:.4f} "
+                f"| {length} | {arm} | {r['iterations']} | {r['step_seconds']:.4f} | {r['step_seconds_first_quarter']:.4f} "
                 f"| {r['step_seconds_last_quarter']:.4f} | {r['prompt_tokens_computed_per_step']:.0f} "
                 f"| {r['cache_bytes_per_beam'] / 1024:.1f} | {r['final_prefix_tokens']} |"
             )

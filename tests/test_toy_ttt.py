@@ -56,7 +56,7 @@ def test_itc_run_beam_search_with_the_ttt_policy(tmp_path, one_torch_thread):
     out = tmp_path / "run"
     args = [
         "policy=toy-ttt", f"policy.model={model}", "strategy=beam_search", "prm=toy", "prm.backend=hf",
-        "n=4", "dataset.limit=2", "strategy.max_steps=3", "policy.sampling.max_tokens=40",
+        "n=4", "dataset.limit=1", "strategy.max_steps=2", "policy.sampling.max_tokens=30",
         f"hydra.run.dir={out}",
     ]
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
@@ -65,7 +65,7 @@ def test_itc_run_beam_search_with_the_ttt_policy(tmp_path, one_torch_thread):
         env=env, timeout=600,
     )
     assert done.returncode == 0, done.stderr[-3000:]
-    assert json.loads((out / "metrics.json").read_text())["num_problems"] == 2
+    assert json.loads((out / "metrics.json").read_text())["num_problems"] == 1
     rows = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
     # beams continue from their prefix's state: far fewer prompt tokens are computed than sent
     for r in rows:
