@@ -114,10 +114,12 @@ def run_arm(
 
 def entry_body(report: dict) -> str:
     lines = [
-        f"Beam search N={report['n']} (beam width {report['beam_width']}), one held-out "
-        f"long-chain problem per length, one iteration per operation, steps of at most "
-        f"{report['step_tokens']} tokens, the long-chain policies ({report['train_steps']} training "
-        f"steps), {report['threads']} torch thread(s); random PRM (policy cost only).",
+        (
+            f"Beam search N={report['n']} (beam width {report['beam_width']}), one held-out "
+            f"long-chain problem per length, one iteration per operation, steps of at most "
+            f"{report['step_tokens']} tokens, the long-chain policies ({report['train_steps']} "
+            f"training steps), {report['threads']} torch thread(s); random PRM (policy cost only)."
+        ),
         "",
         "| ops | arm | iterations | s/step (all) | s/step (first 1/4) | s/step (last 1/4) | prompt tokens computed/step | cache per beam (KiB) | longest prefix |",
         "|---|---|---|---|---|---|---|---|---|",

@@ -304,8 +304,10 @@ def format_tables(report: dict) -> str:
     if archs:
         lines += [
             "",
-            f"teacher-forced loss by solution position ({curves['length']} operations, "
-            f"{curves['bucket']}-token buckets)",
+            (
+                f"teacher-forced loss by solution position ({curves['length']} operations, "
+                f"{curves['bucket']}-token buckets)"
+            ),
             "",
             "| tokens | " + " | ".join(LABELS[a] for a in archs) + " |",
             "|---" * (len(archs) + 1) + "|",

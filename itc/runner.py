@@ -73,9 +73,9 @@ def _policy_model_path(model: str) -> str:
 
         return str(policy_entry())
     if model == "toy-ttt":
-        from itc.toy.long_chain import TOY_TTT, policy_entry as long_chain_entry
+        from itc.toy import long_chain
 
-        return str(long_chain_entry("ttt", TOY_TTT))
+        return str(long_chain.policy_entry("ttt", long_chain.TOY_TTT))
     return model
 
 

@@ -62,7 +62,7 @@ def test_itc_run_beam_search_with_the_ttt_policy(tmp_path, one_torch_thread):
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     done = subprocess.run(
         [sys.executable, "-m", "itc.cli.run", *args], cwd=tmp_path, capture_output=True, text=True,
-        env=env, timeout=600,
+        env=env, timeout=600, check=False,
     )
     assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((out / "metrics.json").read_text())["num_problems"] == 1

@@ -145,6 +145,7 @@ def test_itc_eval_prm_scores_the_ttt_prm_on_long_chains_by_length(prm_path, tmp_
     """itc-eval-prm's long-chain section: first-error F1 (and step ROC-AUC) per chain length,
     here for a TTT PRM on the transformers backend."""
     from conftest import compose_app
+
     from itc.cli.eval_prm import results_entry, run
 
     monkeypatch.setenv("ITC_RESULTS_LOG", str(tmp_path / "log"))
@@ -154,7 +155,7 @@ def test_itc_eval_prm_scores_the_ttt_prm_on_long_chains_by_length(prm_path, tmp_
     ])
     report = run(cfg)
     assert "toy" not in report and list(report["long_chains"]) == ["8", "16"]
-    for n, section in report["long_chains"].items():
+    for section in report["long_chains"].values():
         # per length: 3 reference and 3 one-step-corrupted solutions calibrate, 6 are scored
         assert section["test_solutions"] == 6 and section["calibration_solutions"] == 6
         assert 0.0 <= section["processbench"]["f1"] <= 1.0

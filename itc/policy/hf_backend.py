@@ -111,7 +111,6 @@ class HFPolicy(Policy):
             max_tokens = self.sampling.max_step_tokens if one_step else self.sampling.max_tokens
         lengths = [self.check_prompt(p) for p in prompts]
         eos_ids = self._eos_ids()
-        delimiter = self.step_delimiter
         results: list[list[Completion]] = []
         per_call = 1 if request_keys is not None else max(1, self.batch_size // max(1, n))
         for start in range(0, len(prompts), per_call):
@@ -128,27 +127,8 @@ class HFPolicy(Policy):
             enc = self.tokenizer(
                 chunk, return_tensors="pt", padding=True, add_special_tokens=False
             ).to(self.device)
-            kwargs = dict(
-                max_new_tokens=max(1, min(max_tokens, room)),
-                num_return_sequences=n,
-                pad_token_id=self.tokenizer.pad_token_id,
-                eos_token_id=sorted(eos_ids),
-            )
-            if logprobs is not None:  # the raw logits, as vLLM's default logprobs mode
-                kwargs.update(output_logits=True, return_dict_in_generate=True)
-            if temperature > 0:
-                kwargs.update(
-                    do_sample=True,
-                    temperature=temperature,
-                    top_p=self.sampling.top_p,
-                    top_k=self.sampling.top_k or None,
-                )
-            else:
-                kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
-            if self.sampling.repetition_penalty != 1.0:
-                kwargs.update(repetition_penalty=self.sampling.repetition_penalty)
-            if one_step:
-                kwargs.update(stop_strings=[delimiter], tokenizer=self.tokenizer)
+            kwargs = self._generate_kwargs(temperature, one_step, logprobs)
+            kwargs.update(max_new_tokens=max(1, min(max_tokens, room)), num_return_sequences=n)
             if request_keys is None:
                 out = self.model.generate(**enc, **kwargs)
             else:
@@ -176,7 +156,7 @@ class HFPolicy(Policy):
 
     def _generate_kwargs(self, temperature: float, one_step: bool, logprobs: int | None) -> dict:
         """``generate()`` settings shared by every call (sampling, stopping, logits)."""
-        kwargs: dict = dict(pad_token_id=self.tokenizer.pad_token_id, eos_token_id=sorted(self._eos_ids()))
+        kwargs: dict = {"pad_token_id": self.tokenizer.pad_token_id, "eos_token_id": sorted(self._eos_ids())}
         if logprobs is not None:  # the raw logits, as vLLM's default logprobs mode
             kwargs.update(output_logits=True, return_dict_in_generate=True)
         if temperature > 0:
