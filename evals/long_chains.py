@@ -370,6 +370,8 @@ def main(argv: list[str] | None = None) -> dict:
         help=f"loss weight of each step's operation token, the recall (default {TrainSpec.lookup_weight})")
     add("--ttt-backbone", choices=("transformer", "mamba"),
         help=f"the TTT model's backbone (default {TrainSpec.ttt_backbone})")
+    add("--ttt-base-lr", type=float,
+        help=f"the TTT layers' inner base learning rate (default {TrainSpec.ttt_base_lr}; the paper's 1.0)")
     add("--window", type=int,
         help="hybrid: sliding-window attention of this many tokens beside each TTT layer "
         f"(default {TrainSpec.ttt_window}; 0: none)")
@@ -392,6 +394,7 @@ def main(argv: list[str] | None = None) -> dict:
         "train_lengths": args.train_lengths, "ttt_backbone": args.ttt_backbone,
         "learning_rate": args.lr, "curriculum_fraction": args.curriculum,
         "lookup_weight": args.lookup_weight, "ttt_window": args.window,
+        "ttt_base_lr": args.ttt_base_lr,
     }
     eval_overrides = {
         "lengths": args.lengths, "problems_per_length": args.problems,

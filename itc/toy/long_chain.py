@@ -13,7 +13,9 @@ in the results log, docs/results/):
   the lookup and the arithmetic are learnt fast, and admits longer ones stage by stage;
 * the **Mamba backbone** for TTT: its causal convolution puts the label into the operation
   token's key, so the TTT layer's inner model stores label → operation pairs, the recall its
-  inner loop is built for.
+  inner loop is built for;
+* a **larger inner learning rate** (``ttt_base_lr``) than the paper's, so that each stored
+  pair moves the small heads' inner weights enough to be read back.
 
 ``policy=toy-ttt`` (configs/policy/toy-ttt.yaml) is the TTT model of :data:`TOY_TTT`, built
 through :func:`itc.cache.cached_build` and kept only when it passes :func:`quality_gate`.
@@ -65,6 +67,11 @@ class TrainSpec:
     # A hybrid: a causal sliding-window attention over this many tokens beside each TTT layer
     # (TTTConfig.attention_window), for the steps' local copying and arithmetic; 0 for none.
     ttt_window: int = 0
+    # The TTT layers' inner base learning rate η_base (TTTConfig.ttt_base_lr; the paper's
+    # 1.0 for TTT-Linear). The inner step is η_base·σ(·)/d scaled by 1/i within a mini-batch,
+    # so at the paper's value one stored label → operation pair barely moves the inner
+    # weights of these small heads, and the lookup was not learnt (docs/ttt.md).
+    ttt_base_lr: float = 32.0
     train_lengths: tuple[int, ...] = (8, 16, 32, 64)
     # Over this first fraction of the steps the longest admitted length grows through
     # ``train_lengths`` in equal stages; then every length is trained, in turn. 0: no
@@ -150,7 +157,9 @@ def build_config(
     if arch == "gpt2":
         return gpt2_config(spec, tokenizer)
     if arch == "ttt":
-        return ttt_config(spec, tokenizer, matched_ttt_intermediate(spec, tokenizer))
+        config = ttt_config(spec, tokenizer, matched_ttt_intermediate(spec, tokenizer))
+        config.ttt_base_lr = spec.ttt_base_lr  # keyed through the spec (policy_entry)
+        return config
     raise ValueError(f"unknown architecture {arch!r} (one of {', '.join(ARCHITECTURES)})")
 
 
@@ -350,7 +359,7 @@ def policy_entry(arch: str, spec: TrainSpec) -> Path:
     """Where the cache keeps the long-chain ``arch`` policy of ``spec`` (built or not)."""
     fields = asdict(spec)
     if arch != "ttt":  # so a TTT variant reuses the cached transformer
-        del fields["ttt_backbone"], fields["ttt_window"]
+        del fields["ttt_backbone"], fields["ttt_window"], fields["ttt_base_lr"]
     key = (json.dumps(fields, sort_keys=True), arch, _code_fingerprint(arch))
     return cache_entry(f"toy/long-chain-{arch}", key)
 
