@@ -77,7 +77,7 @@ class TrainSpec:
     # ``train_lengths`` in equal stages; then every length is trained, in turn. 0: no
     # curriculum (lengths in turn from the start).
     curriculum_fraction: float = 0.5
-    train_steps: int = 500
+    train_steps: int = 1500
     batch_size: int = 8
     learning_rate: float = 3e-3
     # Loss weight of each step's operation token (the recall; the other tokens weigh 1): it
