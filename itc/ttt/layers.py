@@ -631,7 +631,10 @@ class SlidingWindowAttention(nn.Module):
             return t.view(B, nb, w, *t.shape[2:])
 
         qb, kb, vb, mb = blocks(q), blocks(k), blocks(v), blocks(valid)
-        prev = lambda cur, buf: torch.cat([buf[:, None], cur[:, :-1]], 1)  # noqa: E731
+
+        def prev(cur: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+            return torch.cat([buf[:, None], cur[:, :-1]], 1)  # the block before each block
+
         keys = torch.cat([prev(kb, st["swa_k"]), kb], 2)  # (B, nb, 2w, H, d)
         vals = torch.cat([prev(vb, st["swa_v"]), vb], 2)
         kval = torch.cat([prev(mb, st["swa_valid"]), mb], 2)  # (B, nb, 2w)
