@@ -3,12 +3,13 @@
     python -m evals.long_chains [--quick] [--out FILE] [--threads N]
 
 Trains two policies from scratch on the CPU with the same data, batches, optimizer and number
-of steps, on the toy world's long chains (``Start at 7 and do A+5 B-3 ... AL-6.``: one step
-per operation, additions and subtractions only, 8 to 64 operations, so two-letter labels
-appear past 52; one chain length per batch, lengths taken in turn):
+of steps (the recipe ``itc.toy.long_chain.TrainSpec``: a curriculum over chain length,
+optionally a loss weight on the lookup tokens), on the toy world's long chains
+(``Start at 7 and do A+5 B-3 ... AL-6.``: one step per operation, additions and subtractions
+only, 8 to 64 operations, so two-letter labels appear past 52; one chain length per batch):
 
-* TTT: ``TTTForCausalLM`` with TTT-Linear layers in the transformer backbone
-  (``--ttt-backbone mamba`` for the paper's Mamba backbone);
+* TTT: ``TTTForCausalLM`` with TTT-Linear layers in the Mamba backbone (``--ttt-backbone
+  transformer`` for the other; ``--window W`` for the hybrid with sliding-window attention);
 * transformer: GPT-2 as the embedded world's policy (learned absolute positions,
   ``n_positions`` 1024: a 64-step problem with its solution is at most ~880 tokens).
 
@@ -28,66 +29,44 @@ through the transformers policy backend (``HFPolicy``: batched, left padded, ``g
     ops          fraction of steps that copy the right operation from the problem (the
                  long-range lookup; chance is about 1/18);
     arithmetic   fraction of steps whose equation holds, whatever its operands;
+  each with its 95% bootstrap interval over problems, and the chance accuracy (the
+  commonest answer's share);
 * best-of-N with the TTT policy: N samples per problem of one chain length at temperature
-  0.8; majority-vote accuracy and pass@N (some sample right) over the first N samples.
+  0.8; majority-vote accuracy and pass@N (some sample right) over the first N samples;
+* for both models, the teacher-forced loss of the solution tokens against their position on
+  held-out chains of the longest length (``LOSS_BUCKET``-token buckets).
 
 Prints the tables, then one JSON object of all figures as the last line (also written to
-``--out``). Threads default to 1, the setting the default budget is sized for.
+``--out``), and writes them to the results log (docs/results/) unless ``--quick`` or
+``--no-log``. Threads default to 1, the setting the default budget is sized for.
 """
 
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import logging
-import random
 import re
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, PretrainedConfig, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM
 
-from itc.cache import BUILD_INFO, cache_entry, cached_build, fingerprint
-from itc.toy import task
-from itc.toy.build import (
-    ToyPolicySpec,
-    chat_prompt,
-    collate,
-    encode_sft_examples,
-    model_config,
-    warmup_cosine,
-)
+from itc.stats import bootstrap_mean, rounded
+from itc.toy import long_chain, task
+from itc.toy.long_chain import ARCHITECTURES, TrainSpec, policy_path
 from itc.toy.tokenizer import build_tokenizer
 
 log = logging.getLogger(__name__)
 
-ARCHITECTURES = ("ttt", "gpt2")
 LABELS = {"ttt": "TTT-Linear", "gpt2": "GPT-2"}
 STEP_METRICS = ("accuracy", "on_track", "steps", "ops", "arithmetic")
-
-
-@dataclass(frozen=True)
-class TrainSpec:
-    """Everything that determines the two trained policies (its hash keys the cache)."""
-
-    hidden_size: int = 128
-    num_layers: int = 2
-    num_heads: int = 2
-    gpt2_intermediate_size: int = 512
-    max_positions: int = 1024
-    ttt_backbone: str = "transformer"
-    train_lengths: tuple[int, ...] = (8, 16, 32, 64)
-    train_steps: int = 600
-    batch_size: int = 16
-    learning_rate: float = 3e-3
-    warmup_steps: int = 30
-    seed: int = 0
+LOSS_BUCKET = 64  # solution tokens per point of the loss-by-position curve
 
 
 @dataclass(frozen=True)
@@ -101,6 +80,7 @@ class EvalSpec:
     bon_ns: tuple[int, ...] = (1, 4, 16)
     temperature: float = 0.8
     batch_size: int = 64
+    loss_problems: int = 32  # held-out problems of the longest length for the loss curves
     seed: int = 0
 
 
@@ -108,158 +88,7 @@ QUICK_TRAIN = TrainSpec(
     hidden_size=32, num_layers=1, gpt2_intermediate_size=64, train_steps=4, batch_size=2,
     warmup_steps=1,
 )
-QUICK_EVAL = EvalSpec(problems_per_length=2, bon_problems=2, bon_ns=(1, 4))
-
-
-def gpt2_config(spec: TrainSpec, tokenizer: PreTrainedTokenizerBase) -> PretrainedConfig:
-    """The transformer: the embedded world's GPT-2 layout at this spec's sizes."""
-    toy = ToyPolicySpec(
-        architecture="gpt2",
-        hidden_size=spec.hidden_size,
-        num_layers=spec.num_layers,
-        num_heads=spec.num_heads,
-        intermediate_size=spec.gpt2_intermediate_size,
-        max_position_embeddings=spec.max_positions,
-    )
-    return model_config(toy, tokenizer)
-
-
-def ttt_config(
-    spec: TrainSpec, tokenizer: PreTrainedTokenizerBase, intermediate_size: int
-) -> PretrainedConfig:
-    from itc.ttt import TTTConfig
-
-    return TTTConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=spec.hidden_size,
-        intermediate_size=intermediate_size,
-        num_hidden_layers=spec.num_layers,
-        num_attention_heads=spec.num_heads,
-        ttt_layer_type="linear",
-        backbone=spec.ttt_backbone,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-
-
-def _num_parameters(config: PretrainedConfig) -> int:
-    from accelerate import init_empty_weights
-
-    with init_empty_weights():
-        model = AutoModelForCausalLM.from_config(config)
-    model.tie_weights()  # not done under init_empty_weights; tied weights count once
-    return sum(p.numel() for p in model.parameters())
-
-
-def matched_ttt_intermediate(spec: TrainSpec, tokenizer: PreTrainedTokenizerBase) -> int:
-    """The TTT model's SwiGLU width (a multiple of 8) that best matches GPT-2's parameters."""
-    target = _num_parameters(gpt2_config(spec, tokenizer))
-    lo, hi = (_num_parameters(ttt_config(spec, tokenizer, i)) for i in (8, 16))
-    per_unit = (hi - lo) / 8  # the count is linear in the width
-    return max(8, 8 * round((8 + (target - lo) / per_unit) / 8))
-
-
-def build_config(
-    arch: str, spec: TrainSpec, tokenizer: PreTrainedTokenizerBase
-) -> PretrainedConfig:
-    if arch == "gpt2":
-        return gpt2_config(spec, tokenizer)
-    if arch == "ttt":
-        return ttt_config(spec, tokenizer, matched_ttt_intermediate(spec, tokenizer))
-    raise ValueError(f"unknown architecture {arch!r} (one of {', '.join(ARCHITECTURES)})")
-
-
-def training_batches(
-    spec: TrainSpec, tokenizer: PreTrainedTokenizerBase
-) -> Iterator[dict[str, torch.Tensor]]:
-    """The training batches, the same for every architecture: one chain length per batch
-    (little padding), lengths in turn, held-out problems skipped."""
-    rng = random.Random(spec.seed)
-    for step in range(spec.train_steps):
-        length = spec.train_lengths[step % len(spec.train_lengths)]
-        level = replace(task.LONG_CHAIN, num_ops=length)
-        problems = []
-        while len(problems) < spec.batch_size:
-            p = task.sample_problem(rng, 0, level)
-            if not task.is_held_out(p):
-                problems.append(p)
-        prompts = [chat_prompt(tokenizer, p.text) for p in problems]
-        batch = encode_sft_examples(tokenizer, prompts, [p.solution for p in problems])
-        yield collate(batch, tokenizer.pad_token_id)
-
-
-def train(arch: str, spec: TrainSpec, out_dir: Path) -> dict:
-    """Train one policy (AdamW, warmup then cosine, clipped gradients); save it with the
-    toy tokenizer to ``out_dir``; return its stats."""
-    tokenizer = build_tokenizer()
-    config = build_config(arch, spec, tokenizer)
-    torch.manual_seed(spec.seed)
-    model = AutoModelForCausalLM.from_config(config)
-    model.train()
-    opt = torch.optim.AdamW(model.parameters(), lr=spec.learning_rate, weight_decay=0.01)
-
-    sched = warmup_cosine(opt, spec.warmup_steps, spec.train_steps)
-    start = time.time()
-    losses: list[float] = []
-    rounds = len(spec.train_lengths)  # the loss differs by length: average whole rounds
-    for step, batch in enumerate(training_batches(spec, tokenizer)):
-        loss = model(**batch).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        opt.zero_grad(set_to_none=True)
-        losses.append(loss.item())
-        if (step + 1) % 40 == 0 or step + 1 == spec.train_steps:
-            recent = losses[-5 * rounds :]
-            log.info(
-                "%s step %d/%d loss %.3f (%.0fs)", arch, step + 1, spec.train_steps,
-                sum(recent) / len(recent), time.time() - start,
-            )
-    model.eval()
-    model.save_pretrained(out_dir)
-    tokenizer.save_pretrained(out_dir)
-    tail = losses[-rounds * max(1, min(10, len(losses) // rounds)) :]
-    return {
-        "architecture": arch,
-        "parameters": sum(p.numel() for p in model.parameters()),
-        "train_seconds": round(time.time() - start, 1),
-        "final_loss": round(sum(tail) / len(tail), 4),
-    }
-
-
-def _code_fingerprint(arch: str) -> str:
-    """The code a trained model depends on: the toy task, tokenizer and encoding, this
-    module's model and training functions, and for TTT the backbone's source."""
-    toy = Path(task.__file__).parent
-    parts: list[str | bytes] = [
-        (toy / name).read_bytes() for name in ("task.py", "tokenizer.py", "build.py")
-    ]
-    functions = (gpt2_config, ttt_config, matched_ttt_intermediate, training_batches, train)
-    parts += [inspect.getsource(f) for f in functions]
-    if arch == "ttt":
-        import itc.ttt
-
-        parts += [p.read_bytes() for p in sorted(Path(itc.ttt.__file__).parent.glob("*.py"))]
-    return fingerprint(*parts)
-
-
-def policy_path(arch: str, spec: TrainSpec) -> Path:
-    """The cached policy folder for ``arch``, training it first when it is missing
-    (:func:`itc.cache.cached_build`)."""
-    fields = asdict(spec)
-    if arch != "ttt":
-        del fields["ttt_backbone"]  # so a TTT variant reuses the cached transformer
-
-    def build(tmp: Path) -> None:
-        stats = train(arch, spec, tmp)
-        (tmp / BUILD_INFO).write_text(json.dumps({"spec": asdict(spec), **stats}, indent=2))
-
-    key = (json.dumps(fields, sort_keys=True), arch, _code_fingerprint(arch))
-    what = f"the long-chain {arch} policy ({spec.train_steps} steps)"
-    return cached_build(cache_entry(f"toy/long-chain-{arch}", key), build, what=what)
+QUICK_EVAL = EvalSpec(problems_per_length=2, bon_problems=2, bon_ns=(1, 4), loss_problems=2)
 
 
 def load_policy(path: Path, spec: TrainSpec, eval_spec: EvalSpec, seed: int):
@@ -320,8 +149,17 @@ def _mean(rows: Sequence[dict[str, float]], key: str) -> float:
     return sum(r[key] for r in rows) / len(rows)
 
 
+def chance_accuracy(problems: Sequence[task.ToyProblem]) -> float:
+    """The accuracy of the best constant guess: the commonest answer's share (chance level)."""
+    counts: dict[int, int] = {}
+    for p in problems:
+        counts[p.answer] = counts.get(p.answer, 0) + 1
+    return max(counts.values()) / len(problems)
+
+
 def greedy_by_length(policy, eval_spec: EvalSpec) -> dict[str, dict]:
-    """Greedy figures per chain length on held-out problems."""
+    """Greedy figures per chain length on held-out problems, each with its 95% bootstrap
+    interval over problems (``<metric>_ci``), and the chance accuracy."""
     out: dict[str, dict] = {}
     for length in eval_spec.lengths:
         problems = task.generate(
@@ -333,12 +171,43 @@ def greedy_by_length(policy, eval_spec: EvalSpec) -> dict[str, dict]:
             prompts, n=1, temperature=0.0, max_tokens=_max_tokens(policy, problems)
         )
         graded = [grade(p, c[0].text) for p, c in zip(problems, completions)]
-        row = {key: _mean(graded, key) for key in STEP_METRICS}
+        row: dict = {}
+        for key in STEP_METRICS:
+            values = [g[key] for g in graded]
+            row[key] = sum(values) / len(values)
+            row[f"{key}_ci"] = rounded(bootstrap_mean(values))
+        row["chance"] = chance_accuracy(problems)
+        row["above_chance"] = row["accuracy_ci"][0] > row["chance"]
         row["mean_tokens"] = sum(c[0].num_tokens for c in completions) / len(completions)
         row["problems"] = len(problems)
         out[str(length)] = row
         log.info("%s greedy, %d steps: %s", policy.name, length, row)
     return out
+
+
+@torch.no_grad()
+def loss_by_position(path: Path, eval_spec: EvalSpec, length: int) -> list[float]:
+    """Teacher-forced loss per solution token against its position, averaged over
+    ``LOSS_BUCKET``-token buckets, on held-out problems of ``length`` operations: does the loss
+    keep falling at later positions (the TTT paper's key figure)?"""
+    tokenizer = build_tokenizer()
+    model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
+    problems = task.generate(
+        eval_spec.loss_problems, seed=eval_spec.seed + 2, levels=(1,), split="test",
+        long_chain_steps=length,
+    )
+    sums: list[float] = []
+    counts: list[int] = []
+    for start in range(0, len(problems), 8):
+        for row in long_chain.teacher_forced(model, tokenizer, problems[start : start + 8]):
+            for i, loss in enumerate(row["losses"]):
+                b = i // LOSS_BUCKET
+                if b == len(sums):
+                    sums.append(0.0)
+                    counts.append(0)
+                sums[b] += loss
+                counts[b] += 1
+    return [round(s / c, 4) for s, c in zip(sums, counts)]
 
 
 def best_of_n(policy, eval_spec: EvalSpec) -> dict:
@@ -380,6 +249,7 @@ def run(spec: TrainSpec, eval_spec: EvalSpec) -> dict:
     start = time.time()
     report: dict = {
         "train_spec": asdict(spec), "eval_spec": asdict(eval_spec), "models": {}, "by_length": {},
+        "loss_by_position": {"length": max(eval_spec.lengths), "bucket": LOSS_BUCKET},
     }
     for arch in ARCHITECTURES:
         path = policy_path(arch, spec)
@@ -389,6 +259,8 @@ def run(spec: TrainSpec, eval_spec: EvalSpec) -> dict:
         report["by_length"][arch] = greedy_by_length(policy, eval_spec)
         if arch == "ttt":
             report["best_of_n"] = best_of_n(policy, eval_spec)
+        del policy
+        report["loss_by_position"][arch] = loss_by_position(path, eval_spec, max(eval_spec.lengths))
         report["models"][arch] = {
             "parameters": info["parameters"],
             "train_seconds": info["train_seconds"],
@@ -396,7 +268,6 @@ def run(spec: TrainSpec, eval_spec: EvalSpec) -> dict:
             "eval_seconds": round(time.time() - t0, 1),
             "path": str(path),
         }
-        del policy
     report["wall_seconds"] = round(time.time() - start, 1)
     return report
 
@@ -421,8 +292,30 @@ def format_tables(report: dict) -> str:
             "|---" * (len(STEP_METRICS) + 3) + "|",
         ]
         for length, r in rows.items():
-            cells = [f"{r[key]:.3f}" for key in STEP_METRICS] + [f"{r['mean_tokens']:.0f}"]
+            cells = [_with_ci(r, key) for key in STEP_METRICS] + [f"{r['mean_tokens']:.0f}"]
             lines.append(f"| {length} | {r['problems']} | " + " | ".join(cells) + " |")
+        lines.append("")
+        lines.append(
+            "chance accuracy (the commonest answer): "
+            + ", ".join(f"{length}: {r['chance']:.3f}" for length, r in rows.items())
+        )
+    curves = report.get("loss_by_position", {})
+    archs = [a for a in ARCHITECTURES if a in curves]
+    if archs:
+        lines += [
+            "",
+            (
+                f"teacher-forced loss by solution position ({curves['length']} operations, "
+                f"{curves['bucket']}-token buckets)"
+            ),
+            "",
+            "| tokens | " + " | ".join(LABELS[a] for a in archs) + " |",
+            "|---" * (len(archs) + 1) + "|",
+        ]
+        for b in range(max(len(curves[a]) for a in archs)):
+            cells = [f"{curves[a][b]:.3f}" if b < len(curves[a]) else "" for a in archs]
+            lo = b * curves["bucket"]
+            lines.append(f"| {lo}-{lo + curves['bucket'] - 1} | " + " | ".join(cells) + " |")
     if "best_of_n" in report:
         b = report["best_of_n"]
         lines += [
@@ -435,6 +328,11 @@ def format_tables(report: dict) -> str:
         ]
         lines += [f"| {n} | {b['majority'][n]:.3f} | {b['pass'][n]:.3f} |" for n in b["majority"]]
     return "\n".join(lines)
+
+
+def _with_ci(row: dict, key: str) -> str:
+    ci = row.get(f"{key}_ci")
+    return f"{row[key]:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -461,17 +359,30 @@ def main(argv: list[str] | None = None) -> dict:
         help="tiny models, 4 training steps, 2 problems per length (a smoke run, seconds)")
     add("--out", type=Path, help="also write the JSON report here")
     add("--threads", type=int, default=1, help="torch threads (default 1)")
-    add("--steps", type=int, help="optimizer steps per model (default 600; quick 4)")
+    add("--steps", type=int, help=f"optimizer steps per model (default {TrainSpec.train_steps}; quick 4)")
     add("--batch-size", type=int, help="training batch size (default 16; quick 2)")
+    add("--lr", type=float, help=f"peak learning rate (default {TrainSpec.learning_rate})")
     add("--train-lengths", type=_ints, help="training chain lengths (default 8,16,32,64)")
+    add("--curriculum", type=float,
+        help="fraction of the steps over which longer chains are admitted stage by stage "
+        f"(default {TrainSpec.curriculum_fraction}; 0: all lengths from the start)")
+    add("--lookup-weight", type=float,
+        help=f"loss weight of each step's operation token, the recall (default {TrainSpec.lookup_weight})")
     add("--ttt-backbone", choices=("transformer", "mamba"),
-        help="the TTT model's backbone (default transformer)")
+        help=f"the TTT model's backbone (default {TrainSpec.ttt_backbone})")
+    add("--ttt-base-lr", type=float,
+        help=f"the TTT layers' inner base learning rate (default {TrainSpec.ttt_base_lr}; the paper's 1.0)")
+    add("--window", type=int,
+        help="hybrid: sliding-window attention of this many tokens beside each TTT layer "
+        f"(default {TrainSpec.ttt_window}; 0: none)")
     add("--lengths", type=_ints, help="evaluated chain lengths (default 8,16,32,64)")
     add("--problems", type=int, help="held-out problems per chain length (default 64; quick 2)")
     add("--bon-length", type=int, help="chain length of the best-of-N problems (default 16)")
     add("--bon-problems", type=int, help="best-of-N problems (default 64; quick 2)")
     add("--bon-ns", type=_ints, help="N of the best-of-N curve (default 1,4,16; quick 1,4)")
     add("--seed", type=int, default=0, help="training and evaluation seed (default 0)")
+    add("--no-log", action="store_true",
+        help="do not write a results-log entry (docs/results/; never written for --quick)")
     args = parser.parse_args(argv)
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
@@ -481,6 +392,9 @@ def main(argv: list[str] | None = None) -> dict:
     train_overrides = {
         "train_steps": args.steps, "batch_size": args.batch_size,
         "train_lengths": args.train_lengths, "ttt_backbone": args.ttt_backbone,
+        "learning_rate": args.lr, "curriculum_fraction": args.curriculum,
+        "lookup_weight": args.lookup_weight, "ttt_window": args.window,
+        "ttt_base_lr": args.ttt_base_lr,
     }
     eval_overrides = {
         "lengths": args.lengths, "problems_per_length": args.problems,
@@ -492,7 +406,13 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("chain lengths above 64 do not fit GPT-2's 1024 positions")
 
     report = run(spec, eval_spec)
-    print(format_tables(report))
+    tables = format_tables(report)
+    print(tables)
+    if not (args.quick or args.no_log):
+        from itc.results_log import write_entry
+
+        body = tables + "\n\n```json\n" + json.dumps(report, indent=1) + "\n```"
+        print(f"results log: {write_entry('Long chains: TTT against GPT-2', body)}", file=sys.stderr)
     line = json.dumps(report)
     if args.out:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -99,6 +99,11 @@ class OpenAISchema:
 
 
 @dataclass
+class PolicyHFSchema(HFSchema):
+    prefix_cache_mib: float = rule(0, ge=0)
+
+
+@dataclass
 class PolicySchema:
     """``configs/policy/*.yaml``."""
 
@@ -112,7 +117,7 @@ class PolicySchema:
     prompt: PromptSchema | None = None
     sampling: SamplingSchema | None = None
     vllm: VLLMSchema | None = None
-    hf: HFSchema | None = None
+    hf: PolicyHFSchema | None = None
     openai: OpenAISchema | None = None
 
 

@@ -82,6 +82,10 @@ def _policy_model_path(model: str) -> str:
         from itc.toy.build import policy_entry
 
         return str(policy_entry())
+    if model == "toy-ttt":
+        from itc.toy import long_chain
+
+        return str(long_chain.policy_entry("ttt", long_chain.TOY_TTT))
     return model
 
 

@@ -41,15 +41,21 @@ def step_report(
     }
 
 
-def toy_gate_report(prm: PRM, num_problems: int = 100, seed: int = 11) -> dict[str, Any]:
+def toy_gate_report(
+    prm: PRM, num_problems: int = 100, seed: int = 11, long_chain_steps: int | None = None
+) -> dict[str, Any]:
     """A quick check of a PRM on the embedded world, with no policy to sample: held-out
     problems' reference solutions (no error) and the same solutions with one step made wrong
     and cut there (prm.data.toy.corrupted_records); the first ``num_problems`` calibrate the
-    threshold, the next ``num_problems`` give ProcessBench F1 (:func:`step_report`)."""
+    threshold, the next ``num_problems`` give ProcessBench F1 (:func:`step_report`).
+    ``long_chain_steps``: long-chain problems of that many operations instead of the levels."""
     from itc.toy import generate
     from prm.data.toy import corrupted_records
 
-    problems = generate(2 * num_problems, seed, split="test")
+    if long_chain_steps:
+        problems = generate(2 * num_problems, seed, levels=(1,), split="test", long_chain_steps=long_chain_steps)
+    else:
+        problems = generate(2 * num_problems, seed, split="test")
     records: list[StepLabelled] = []
     for p, flawed in zip(problems, corrupted_records(problems, 1, seed=seed)):
         steps = p.reference_steps()

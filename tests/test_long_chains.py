@@ -53,6 +53,13 @@ def test_quick_report(tmp_path, monkeypatch, capsys, one_torch_thread):
         for row in rows.values():
             assert set(long_chains.STEP_METRICS) <= set(row)
             assert row["problems"] == 2 and row["mean_tokens"] > 0
+            for key in long_chains.STEP_METRICS:  # 95% intervals around every figure
+                lo, hi = row[f"{key}_ci"]
+                assert 0 <= lo <= row[key] <= hi <= 1
+            assert 0 < row["chance"] <= 1 and isinstance(row["above_chance"], bool)
+        # teacher-forced loss against position on the longest chains, for both models
+        curve = report["loss_by_position"][arch]
+        assert len(curve) >= 2 and all(x > 0 for x in curve)
     # The TTT model's SwiGLU width is chosen to match GPT-2's parameter count.
     ttt, gpt2 = report["models"]["ttt"]["parameters"], report["models"]["gpt2"]["parameters"]
     assert abs(ttt - gpt2) / gpt2 < 0.05

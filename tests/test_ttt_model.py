@@ -59,10 +59,11 @@ def decode(model: TTTForCausalLM, ids: torch.Tensor, cache: TTTCache) -> torch.T
     )
 
 
+@pytest.mark.parametrize("window", [0, 6])  # 6: the hybrid with sliding-window attention
 @pytest.mark.parametrize("ttt_type,backbone", VARIANTS)
 @torch.no_grad()
-def test_prefill_then_decode_equals_full_forward(ttt_type, backbone):
-    model = tiny_model(ttt_type, backbone)
+def test_prefill_then_decode_equals_full_forward(ttt_type, backbone, window):
+    model = tiny_model(ttt_type, backbone, attention_window=window)
     ids = ids_of(2, 40)
     full = model(ids).logits
     rng = random.Random(VARIANTS.index((ttt_type, backbone)))
@@ -96,9 +97,10 @@ def pad(seqs: list[torch.Tensor], width: int, side: str) -> tuple[torch.Tensor, 
 
 @pytest.mark.parametrize("ttt_type,backbone", [("linear", "transformer"), ("mlp", "mamba")])
 @pytest.mark.parametrize("side", ["left", "right"])
+@pytest.mark.parametrize("window", [0, 6])
 @torch.no_grad()
-def test_padding_does_not_change_outputs_or_state(ttt_type, backbone, side):
-    model = tiny_model(ttt_type, backbone)
+def test_padding_does_not_change_outputs_or_state(ttt_type, backbone, side, window):
+    model = tiny_model(ttt_type, backbone, attention_window=window)
     seqs = [ids_of(1, n, seed=n)[0] for n in (11, 37, 20)]
     ids, mask = pad(seqs, 37, side)
     cache = TTTCache()

@@ -139,3 +139,25 @@ def test_loss_ignores_masked_labels_and_trains(one_torch_thread):
         loss.backward()
         opt.step()
     assert loss.item() < first * 0.5
+
+
+def test_itc_eval_prm_scores_the_ttt_prm_on_long_chains_by_length(prm_path, tmp_path, monkeypatch):
+    """itc-eval-prm's long-chain section: first-error F1 (and step ROC-AUC) per chain length,
+    here for a TTT PRM on the transformers backend."""
+    from conftest import compose_app
+
+    from itc.cli.eval_prm import results_entry, run
+
+    monkeypatch.setenv("ITC_RESULTS_LOG", str(tmp_path / "log"))
+    cfg = compose_app("eval_prm", [
+        f"prm.model={prm_path}", "prm.backend=hf", "toy.enabled=false", "long_chains.enabled=true",
+        "long_chains.lengths=[8,16]", "long_chains.num_problems=3", f"output={tmp_path}/report.json",
+    ])
+    report = run(cfg)
+    assert "toy" not in report and list(report["long_chains"]) == ["8", "16"]
+    for section in report["long_chains"].values():
+        # per length: 3 reference and 3 one-step-corrupted solutions calibrate, 6 are scored
+        assert section["test_solutions"] == 6 and section["calibration_solutions"] == 6
+        assert 0.0 <= section["processbench"]["f1"] <= 1.0
+    assert "long chains, 16 operations" in results_entry(report, "r.json")
+    assert len(list((tmp_path / "log").glob("*.md"))) == 1

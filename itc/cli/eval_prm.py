@@ -61,6 +61,13 @@ def run(cfg: DictConfig) -> dict:
             policy, prm, t["num_problems"], t["calibration_problems"], t["samples_per_problem"],
             t["calibration_samples"], t["ns"], t["levels"], cfg.seed,
         )
+    lc = c.get("long_chains") or {}
+    if lc.get("enabled"):
+        from prm.evaluation import toy_gate_report
+
+        report["long_chains"] = {
+            str(n): toy_gate_report(prm, lc["num_problems"], cfg.seed, long_chain_steps=n) for n in lc["lengths"]
+        }
     report["files"] = {
         spec["path"]: file_report(prm, records) for spec, records in zip(c["files"], files)
     }
@@ -85,6 +92,7 @@ def results_entry(report: dict, output: str) -> str:
         "|---|---|---|---|---|---|",
     ]
     sections = ([("toy (held out)", report["toy"])] if "toy" in report else []) + list(report["files"].items())
+    sections += [(f"long chains, {n} operations", r) for n, r in report.get("long_chains", {}).items()]
     for name, r in sections:
         pb = r["processbench"]
         lines.append(

@@ -14,11 +14,16 @@ BACKENDS = ("vllm", "hf", "openai")
 
 
 def resolve_model_path(model: str) -> str:
-    """``toy`` names the embedded world's policy (built and cached on first use)."""
+    """``toy`` names the embedded world's policy and ``toy-ttt`` its TTT policy (each built
+    and cached on first use)."""
     if model == "toy":
         from itc.toy.build import policy_path
 
         return str(policy_path())
+    if model == "toy-ttt":
+        from itc.toy.long_chain import toy_ttt_path
+
+        return str(toy_ttt_path())
     return model
 
 

@@ -25,6 +25,9 @@ class TTTConfig(PretrainedConfig):
         rope_theta: RoPE base for q and k; positions are taken modulo ``mini_batch_size``.
         conv_kernel: kernel size of the Mamba backbone's causal convs.
         use_gate: output gate; ``None`` means on for the Mamba backbone, off otherwise.
+        attention_window: a hybrid: each block adds a causal sliding-window attention over this
+            many tokens before its TTT layer (its state: the window's keys and values, constant
+            in the length); 0 for none.
     """
 
     model_type = "itc_ttt"
@@ -42,6 +45,7 @@ class TTTConfig(PretrainedConfig):
     rope_theta: float = 10000.0
     conv_kernel: int = 4
     use_gate: bool | None = None
+    attention_window: int = 0
     rms_norm_eps: float = 1e-6
     initializer_range: float = 0.02
     use_cache: bool = True
@@ -59,6 +63,8 @@ class TTTConfig(PretrainedConfig):
             raise ValueError(f"backbone must be one of {BACKBONES}, got {self.backbone!r}")
         if self.hidden_size % self.num_attention_heads:
             raise ValueError("hidden_size must be divisible by num_attention_heads")
+        if self.attention_window < 0:
+            raise ValueError(f"attention_window must be >= 0, got {self.attention_window}")
         if self.ttt_base_lr is None:
             self.ttt_base_lr = 1.0 if self.ttt_layer_type == "linear" else 0.1
         if self.use_gate is None:

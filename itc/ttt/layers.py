@@ -569,3 +569,95 @@ class TTTMLP(TTTLayer):
 
 
 TTT_LAYERS = {"linear": TTTLinear, "mlp": TTTMLP}
+
+
+# ----------------------------------------------------------------------------- hybrid attention
+
+
+class SlidingWindowAttention(nn.Module):
+    """Causal multi-head attention over the last ``window`` tokens (the token itself included),
+    with RoPE; the hybrid's local mixer beside the TTT layer (``TTTConfig.attention_window``).
+
+    Its recurrent state is constant in size: the last ``window`` rotated keys and values of
+    each sequence (``swa_k``, ``swa_v``: (B, window, H, d)), which of them are real
+    (``swa_valid``: (B, window)) and the tokens seen (``swa_n``: (B,)). Queries are processed in
+    blocks of ``window``; each block attends to itself and the block before it (the state's
+    buffer for the first), so the cost is linear in the length."""
+
+    def __init__(self, hidden_size: int, num_heads: int, window: int, rope_theta: float):
+        super().__init__()
+        self.num_heads, self.head_dim, self.window = num_heads, hidden_size // num_heads, window
+        self.rope_theta = rope_theta
+        self.qkv = nn.Linear(hidden_size, 3 * hidden_size, bias=False)
+        self.o_proj = nn.Linear(hidden_size, hidden_size, bias=False)
+
+    def init_state(self, batch: int) -> dict[str, torch.Tensor]:
+        w, H, d = self.window, self.num_heads, self.head_dim
+        z = self.qkv.weight.new_zeros(batch, w, H, d)
+        return {
+            "swa_k": z,
+            "swa_v": z.clone(),
+            "swa_valid": torch.zeros(batch, w, dtype=torch.bool, device=z.device),
+            "swa_n": torch.zeros(batch, dtype=torch.long, device=z.device),
+        }
+
+    def _rotate(self, x: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+        """RoPE on (B, R, H, d) at absolute positions ``pos`` (B, R)."""
+        d = self.head_dim
+        inv = 1.0 / self.rope_theta ** (torch.arange(0, d, 2, dtype=torch.float32, device=x.device) / d)
+        ang = pos[..., None].float() * inv  # (B, R, d/2)
+        cos = torch.cat([ang, ang], -1).cos()[:, :, None].to(x.dtype)
+        sin = ang.sin()
+        sin_signed = torch.cat([-sin, sin], -1)[:, :, None].to(x.dtype)
+        return apply_rope(x, cos, sin_signed)
+
+    def forward(
+        self, x: torch.Tensor, state: TTTState | None = None, lengths: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        B, R, D = x.shape
+        w, H, d = self.window, self.num_heads, self.head_dim
+        st = state.tensors if state is not None else self.init_state(B)
+        real = torch.arange(R, device=x.device)[None].expand(B, R)
+        valid = real < (lengths[:, None] if lengths is not None else R)
+        pos = st["swa_n"][:, None] + real
+        q, k, v = self.qkv(x).view(B, R, 3, H, d).unbind(2)
+        q, k = self._rotate(q, pos), self._rotate(k, pos)
+        # blocks of w queries; each sees the previous w keys (the buffer first) and its own
+        nb = -(-R // w)
+        pad = nb * w - R
+
+        def blocks(t: torch.Tensor) -> torch.Tensor:
+            t = F.pad(t, (0, 0) * (t.dim() - 2) + (0, pad))
+            return t.view(B, nb, w, *t.shape[2:])
+
+        qb, kb, vb, mb = blocks(q), blocks(k), blocks(v), blocks(valid)
+
+        def prev(cur: torch.Tensor, buf: torch.Tensor) -> torch.Tensor:
+            return torch.cat([buf[:, None], cur[:, :-1]], 1)  # the block before each block
+
+        keys = torch.cat([prev(kb, st["swa_k"]), kb], 2)  # (B, nb, 2w, H, d)
+        vals = torch.cat([prev(vb, st["swa_v"]), vb], 2)
+        kval = torch.cat([prev(mb, st["swa_valid"]), mb], 2)  # (B, nb, 2w)
+        a = torch.arange(w, device=x.device)[:, None]
+        c = torch.arange(2 * w, device=x.device)[None]
+        rel = w + a - c  # query a's distance to key c: 0 (itself) .. w-1
+        allowed = (rel >= 0) & (rel < w)
+        mask = allowed[None, None] & kval[:, :, None, :]  # (B, nb, w, 2w)
+        mask = mask | (rel == 0)[None, None]  # padded queries see themselves (no empty rows)
+        out = F.scaled_dot_product_attention(
+            qb.permute(0, 1, 3, 2, 4), keys.permute(0, 1, 3, 2, 4), vals.permute(0, 1, 3, 2, 4),
+            attn_mask=mask[:, :, None],
+        )  # (B, nb, H, w, d)
+        out = out.permute(0, 1, 3, 2, 4).reshape(B, nb * w, D)[:, :R]
+        if state is not None:  # the last w real keys and values of each sequence
+            n_new = valid.sum(1)
+            idx = n_new[:, None] + torch.arange(w, device=x.device)[None]
+            ext_k = torch.cat([st["swa_k"], k], 1)
+            ext_v = torch.cat([st["swa_v"], v], 1)
+            ext_m = torch.cat([st["swa_valid"], valid], 1)
+            gather = idx[..., None, None].expand(-1, -1, H, d)
+            state["swa_k"] = ext_k.gather(1, gather)
+            state["swa_v"] = ext_v.gather(1, gather)
+            state["swa_valid"] = ext_m.gather(1, idx)
+            state["swa_n"] = st["swa_n"] + n_new
+        return self.o_proj(out)

@@ -23,14 +23,23 @@ from transformers.modeling_outputs import (
 )
 
 from itc.ttt.configuration import TTTConfig
-from itc.ttt.layers import TTT_LAYERS, RMSNorm, SwiGLU, TTTLayer, causal_conv, conv_extend
+from itc.ttt.layers import (
+    TTT_LAYERS,
+    RMSNorm,
+    SlidingWindowAttention,
+    SwiGLU,
+    TTTLayer,
+    causal_conv,
+    conv_extend,
+)
 from itc.ttt.state import TTTCache, TTTState
 
 
 class TTTBlock(nn.Module):
     """One block: RMSNorm → TTT → residual → RMSNorm → SwiGLU → residual.
 
-    The Mamba backbone first adds RMSNorm → causal depthwise conv → residual.
+    The Mamba backbone first adds RMSNorm → causal depthwise conv → residual; a hybrid
+    (``attention_window``) then RMSNorm → sliding-window attention → residual.
     """
 
     def __init__(self, config: TTTConfig, layer_idx: int):
@@ -42,6 +51,12 @@ class TTTBlock(nn.Module):
         if self.pre_conv:
             self.conv_norm = RMSNorm(D, config.rms_norm_eps)
             self.conv = nn.Conv1d(D, D, config.conv_kernel, groups=D, bias=True)
+        self.window = config.attention_window
+        if self.window:
+            self.attn_norm = RMSNorm(D, config.rms_norm_eps)
+            self.attn = SlidingWindowAttention(
+                D, config.num_attention_heads, self.window, config.rope_theta
+            )
         self.seq_norm = RMSNorm(D, config.rms_norm_eps)
         self.ttt: TTTLayer = TTT_LAYERS[config.ttt_layer_type](config, layer_idx)
         self.ffn_norm = RMSNorm(D, config.rms_norm_eps)
@@ -53,6 +68,8 @@ class TTTBlock(nn.Module):
             tensors["conv_pre"] = self.conv.weight.new_zeros(
                 batch, self.conv_kernel - 1, self.conv.in_channels
             )
+        if self.window:
+            tensors.update(self.attn.init_state(batch))
         return TTTState(tensors)
 
     def forward(
@@ -68,6 +85,8 @@ class TTTBlock(nn.Module):
             if state is not None:
                 state["conv_pre"] = conv_state
             h = h + causal_conv(ext, self.conv)
+        if self.window:
+            h = h + self.attn(self.attn_norm(h), state=state, lengths=lengths)
         h = h + self.ttt(self.seq_norm(h), state=state, lengths=lengths)
         return h + self.mlp(self.ffn_norm(h))
 
