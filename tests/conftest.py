@@ -34,6 +34,10 @@ def compose_run(overrides: list[str] | None = None):
         return compose(config_name="run", overrides=overrides or [], return_hydra_config=False)
 
 
+# The engines of the session's fixtures (vllm_policy, vllm_prm), which every module shares.
+SESSION_ENGINES: list = []
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _stop_vllm_engines_at_session_end():
     """Stop cached engines while pytest's output streams are still open."""
@@ -41,6 +45,17 @@ def _stop_vllm_engines_at_session_end():
     from itc.policy.vllm_backend import shutdown_engines
 
     shutdown_engines()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _stop_a_modules_own_engines():
+    """Engines a test module starts for itself (other models or settings than the session's)
+    stop at the module's end: cached for the whole session, they add up to more memory than
+    a 24 GiB machine has once a module starts vLLM servers as well."""
+    yield
+    from itc.policy.vllm_backend import shutdown_engines
+
+    shutdown_engines(keep=SESSION_ENGINES)
 
 
 @pytest.fixture
@@ -67,7 +82,9 @@ def vllm_policy(toy_policy_path):
     from itc.policy import build_policy
 
     cfg = compose_run(VLLM_TEST_OVERRIDES)
-    return build_policy(cfg.policy, seed=cfg.seed)
+    policy = build_policy(cfg.policy, seed=cfg.seed)
+    SESSION_ENGINES.append(policy.llm)
+    return policy
 
 
 @pytest.fixture(scope="session")
@@ -127,7 +144,9 @@ def vllm_prm(trained_prm):
     from prm.scoring import build_prm
 
     out, _ = trained_prm
-    return build_prm(prm_config(out, "vllm"))
+    prm = build_prm(prm_config(out, "vllm"))
+    SESSION_ENGINES.append(prm.llm)
+    return prm
 
 
 @pytest.fixture(scope="session")

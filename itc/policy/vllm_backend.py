@@ -10,7 +10,7 @@ import itertools
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 from itc.errors import BackendError
@@ -25,10 +25,14 @@ log = logging.getLogger(__name__)
 _ENGINES: dict[str, Any] = {}
 
 
-def shutdown_engines(timeout: float = 10.0) -> None:
-    """Stop every cached engine through vLLM's own shutdown path, and wait for the
-    client's background threads to end (their sockets closed) before returning."""
-    for llm in list(_ENGINES.values()):
+def shutdown_engines(timeout: float = 10.0, keep: Collection[Any] = ()) -> None:
+    """Stop every cached engine (but those in ``keep``, ``vllm.LLM`` objects) through vLLM's
+    own shutdown path, and wait for the client's background threads to end (their sockets
+    closed) before returning."""
+    for key, llm in list(_ENGINES.items()):
+        if any(llm is kept for kept in keep):
+            continue
+        del _ENGINES[key]
         client = llm.llm_engine.engine_core
         try:
             client.shutdown()
@@ -37,7 +41,6 @@ def shutdown_engines(timeout: float = 10.0) -> None:
         thread = getattr(client, "output_queue_thread", None)
         if thread is not None and thread.is_alive():
             thread.join(timeout)
-    _ENGINES.clear()
     gc.collect()
 
 
